@@ -1,0 +1,26 @@
+//! A self-contained FreeSWITCH event socket (ESL) library: framing, events, commands, client.
+//!
+//! It imports nothing else from this crate and could be published on its own.
+//! - [`codec`]: bytes <-> [`Frame`]s (and [`Command`]s to bytes);
+//! - [`event`]: the event inside an event frame;
+//! - [`command`]: typed commands that cannot smuggle a second command;
+//! - [`client`]: the inbound client (pipelined replies, bgapi jobs, events, reconnects);
+//! - [`outbound`]: one session of the outbound (`socket` app) mode.
+
+pub mod client;
+pub mod codec;
+pub mod command;
+pub mod error;
+pub mod event;
+pub mod frame;
+pub mod headers;
+pub mod outbound;
+pub mod stats;
+
+pub use client::{Client, ClientConfig, ConnectionState, Job};
+pub use codec::EslCodec;
+pub use command::{Command, EventFormat};
+pub use error::{ClientError, CodecError, CommandError, EventError};
+pub use event::Event;
+pub use frame::{ContentType, Frame};
+pub use headers::Headers;

@@ -1,0 +1,3 @@
+//! finaz-freeswitch: makes FreeSWITCH speak Finaz's "Telefonia Genérica" contract.
+
+pub mod esl;
