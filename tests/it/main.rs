@@ -1,0 +1,5 @@
+//! The integration test binary: real sockets on 127.0.0.1:0, a FreeSWITCH stand-in built from
+//! the captures, real HTTP.
+
+mod captures;
+mod support;

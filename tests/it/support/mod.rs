@@ -1,0 +1,3 @@
+//! Test doubles and helpers shared by the integration tests.
+
+pub mod captures;
