@@ -1,0 +1,476 @@
+//! A FreeSWITCH stand-in for the inbound event socket, written from the captures, not from our
+//! codec: its framing is hand-written here and its events are the captured ones, with only the
+//! call and job ids replaced. Tests script originate outcomes, push events, read back every
+//! command it received, and stop and restart it on the same port.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::captures::plain_event_body;
+
+/// The call id and job id the captured click2call (`06_*`) used; replaced by ours.
+const CAPTURED_CALL: &str = "33c74a7d-a7d7-4947-94d0-d95bac1b228a";
+const CAPTURED_BUSY_CALL: &str = "9500c436-b9e7-4e5d-826f-fbd5a5708559";
+
+/// What FreeSWITCH does with an originate, as seen in captures 06 and 06b.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The phone rings (CREATE, PROGRESS), answers after `ring`, then the job says +OK.
+    Answer { ring: Duration },
+    /// 486 Busy: CREATE, HANGUP_COMPLETE, then `-ERR USER_BUSY`.
+    Busy,
+    /// No channel events at all, only `-ERR <cause>` (e.g. USER_NOT_REGISTERED).
+    Fail(&'static str),
+    /// FreeSWITCH accepts the bgapi and then says nothing.
+    Silent,
+}
+
+/// A command as the stand-in read it off the socket.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub line: String,
+    pub headers: Vec<(String, String)>,
+}
+
+struct State {
+    password: String,
+    outcomes: Mutex<HashMap<String, Outcome>>,
+    default_outcome: Mutex<Outcome>,
+    received: Mutex<Vec<Received>>,
+    conns: Mutex<Vec<(Arc<Conn>, JoinHandle<()>)>>,
+}
+
+/// One client connection: its write queue and the events it subscribed to.
+struct Conn {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    subscribed: Mutex<Vec<String>>,
+}
+
+impl Conn {
+    fn send(&self, bytes: Vec<u8>) {
+        let _ = self.tx.send(bytes);
+    }
+
+    /// Like FreeSWITCH, delivers an event only if its name (or ALL) was subscribed.
+    fn send_event(&self, body: &str) {
+        let name = body
+            .lines()
+            .find_map(|l| l.strip_prefix("Event-Name: "))
+            .unwrap_or("")
+            .to_string();
+        let subs = self.subscribed.lock().unwrap();
+        if subs.iter().any(|s| s == "ALL" || *s == name) {
+            let _ = self.tx.send(event_frame(body));
+        }
+    }
+}
+
+pub struct StandIn {
+    addr: SocketAddr,
+    state: Arc<State>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl StandIn {
+    pub async fn start() -> StandIn {
+        Self::start_with_password("ClueCon").await
+    }
+
+    pub async fn start_with_password(password: &str) -> StandIn {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            password: password.into(),
+            outcomes: Mutex::new(HashMap::new()),
+            default_outcome: Mutex::new(Outcome::Answer {
+                ring: Duration::from_millis(0),
+            }),
+            received: Mutex::new(Vec::new()),
+            conns: Mutex::new(Vec::new()),
+        });
+        let accept = Some(tokio::spawn(accept_loop(listener, state.clone())));
+        StandIn {
+            addr,
+            state,
+            accept,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Outcome for originates whose dial string holds `endpoint` (e.g. `user/1002`).
+    pub fn script(&self, endpoint: &str, outcome: Outcome) {
+        self.state
+            .outcomes
+            .lock()
+            .unwrap()
+            .insert(endpoint.into(), outcome);
+    }
+
+    pub fn set_default(&self, outcome: Outcome) {
+        *self.state.default_outcome.lock().unwrap() = outcome;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// Commands whose first line starts with `prefix`.
+    pub fn received_lines(&self, prefix: &str) -> Vec<String> {
+        self.received()
+            .into_iter()
+            .map(|r| r.line)
+            .filter(|l| l.starts_with(prefix))
+            .collect()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.state
+            .conns
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, h)| !h.is_finished())
+            .count()
+    }
+
+    /// Sends a plain event (its inner body) to every authenticated connection.
+    pub fn emit(&self, body: &str) {
+        for (c, _) in self.state.conns.lock().unwrap().iter() {
+            c.send_event(body);
+        }
+    }
+
+    /// Sends raw bytes to every connection (for malformed-input tests).
+    pub fn emit_raw(&self, bytes: &[u8]) {
+        for (c, _) in self.state.conns.lock().unwrap().iter() {
+            c.send(bytes.to_vec());
+        }
+    }
+
+    /// Kills FreeSWITCH: the listener and every connection close at once.
+    pub async fn stop(&mut self) {
+        if let Some(a) = self.accept.take() {
+            a.abort();
+            let _ = a.await;
+        }
+        let conns: Vec<_> = self.state.conns.lock().unwrap().drain(..).collect();
+        for (_, h) in conns {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+
+    /// Starts again on the same port.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.accept = Some(tokio::spawn(accept_loop(listener, self.state.clone())));
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        if let Some(a) = self.accept.take() {
+            a.abort();
+        }
+        for (_, h) in self.state.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+    loop {
+        let Ok((sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = Arc::new(Conn {
+            tx,
+            subscribed: Mutex::new(Vec::new()),
+        });
+        let handle = tokio::spawn(serve(sock, state.clone(), conn.clone(), rx));
+        state.conns.lock().unwrap().push((conn, handle));
+    }
+}
+
+fn reply(text: &str) -> Vec<u8> {
+    format!("Content-Type: command/reply\nReply-Text: {text}\n\n").into_bytes()
+}
+
+fn api_response(body: &str) -> Vec<u8> {
+    format!(
+        "Content-Type: api/response\nContent-Length: {}\n\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+pub fn event_frame(body: &str) -> Vec<u8> {
+    format!(
+        "Content-Length: {}\nContent-Type: text/event-plain\n\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+const GOODBYE: &str = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
+
+fn disconnect_notice() -> Vec<u8> {
+    format!(
+        "Content-Type: text/disconnect-notice\nContent-Length: {}\n\n{GOODBYE}",
+        GOODBYE.len()
+    )
+    .into_bytes()
+}
+
+/// Percent-encodes a value the way switch_event.c does for plain events.
+pub fn fs_encode(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        let special = b" \r\n#%&+:;<=>?@[\\]^`{|}\"".contains(&b);
+        if !(0x20..=0x7e).contains(&b) || special {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
+}
+
+/// The captured event `name` from `file`, with the captured call id replaced by `call`.
+fn captured(file: &str, name: &str, from: &str, call: &str) -> String {
+    plain_event_body(file, name).replace(from, call)
+}
+
+/// A BACKGROUND_JOB built on the captured one, carrying our job id, argument and result.
+pub fn background_job(job: &str, command: &str, arg: &str, result: &str) -> String {
+    let template = plain_event_body("06_sip_operator_click2call.rx.raw", "BACKGROUND_JOB");
+    let mut out = String::new();
+    for line in template.lines() {
+        if line.is_empty() {
+            break;
+        }
+        let name = line.split(':').next().unwrap();
+        match name {
+            "Job-UUID" => out.push_str(&format!("Job-UUID: {job}\n")),
+            "Job-Command" => out.push_str(&format!("Job-Command: {}\n", fs_encode(command))),
+            "Job-Command-Arg" => out.push_str(&format!("Job-Command-Arg: {}\n", fs_encode(arg))),
+            "Content-Length" => {}
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out.push_str(&format!("Content-Length: {}\n\n{result}", result.len()));
+    out
+}
+
+async fn serve(
+    sock: TcpStream,
+    state: Arc<State>,
+    conn: Arc<Conn>,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    let tx = conn.tx.clone();
+    let _ = sock.set_nodelay(true);
+    let (mut r, mut w) = sock.into_split();
+    // Everything written goes through one queue, so frames never interleave.
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if bytes.is_empty() {
+                break; // close request
+            }
+            if w.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    let _ = tx.send(b"Content-Type: auth/request\n\n".to_vec());
+    let mut authed = false;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let Some(cmd) = read_command(&mut r, &mut buf).await else {
+            break;
+        };
+        state.received.lock().unwrap().push(cmd.clone());
+        let line = cmd.line.clone();
+        let (verb, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        if !authed {
+            if verb == "auth" {
+                if rest == state.password {
+                    authed = true;
+                    let _ = tx.send(reply("+OK accepted"));
+                } else {
+                    let _ = tx.send(reply("-ERR invalid"));
+                    let _ = tx.send(disconnect_notice());
+                    let _ = tx.send(Vec::new());
+                    break;
+                }
+            } else {
+                let _ = tx.send(reply("-ERR command not found"));
+            }
+            continue;
+        }
+        match verb {
+            "event" => {
+                let format = rest.split_whitespace().next().unwrap_or("");
+                if rest.split_whitespace().count() < 2 {
+                    let _ = tx.send(reply("-ERR no keywords supplied"));
+                } else {
+                    conn.subscribed
+                        .lock()
+                        .unwrap()
+                        .extend(rest.split_whitespace().skip(1).map(str::to_string));
+                    let _ = tx.send(reply(&format!("+OK event listener enabled {format}")));
+                }
+            }
+            "api" => {
+                let body = match rest {
+                    "status" => "UP 0 years, 0 days\nFreeSWITCH (Version 1.10.12-release  64bit) is ready\n".to_string(),
+                    r if r.starts_with("uuid_getvar") => "-ERR No such channel!\n".to_string(),
+                    r => format!("-ERR {} Command not found!\n", r.split(' ').next().unwrap_or("")),
+                };
+                let _ = tx.send(api_response(&body));
+            }
+            "bgapi" => {
+                let job = cmd
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("job-uuid"))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let _ = tx.send(reply(&format!("+OK Job-UUID: {job}\nJob-UUID: {job}")));
+                tokio::spawn(run_job(state.clone(), conn.clone(), job, rest.to_string()));
+            }
+            "exit" => {
+                let _ = tx.send(reply("+OK bye"));
+                let _ = tx.send(disconnect_notice());
+                let _ = tx.send(Vec::new());
+                break;
+            }
+            "filter" | "nixevent" | "noevents" | "linger" | "nolinger" | "myevents" => {
+                let _ = tx.send(reply("+OK"));
+            }
+            _ => {
+                let _ = tx.send(reply("-ERR command not found"));
+            }
+        }
+    }
+    let _ = writer.await;
+}
+
+/// Reads one command: a header block ended by a blank line (leading CR/LF skipped, CR
+/// ignored), then a body if it announced a Content-Length.
+async fn read_command(
+    r: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut Vec<u8>,
+) -> Option<Received> {
+    loop {
+        while buf.first().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            buf.remove(0);
+        }
+        let text: Vec<u8> = buf.iter().copied().filter(|b| *b != b'\r').collect();
+        if let Some(end) = text.windows(2).position(|w| w == b"\n\n") {
+            let block = String::from_utf8_lossy(&text[..end]).into_owned();
+            // Consume up to the blank line in the raw buffer (CRs included).
+            let mut seen = 0;
+            let mut cut = 0;
+            for (i, b) in buf.iter().enumerate() {
+                if *b != b'\r' {
+                    seen += 1;
+                }
+                if seen == end + 2 {
+                    cut = i + 1;
+                    break;
+                }
+            }
+            buf.drain(..cut);
+            let mut lines = block.lines();
+            let line = lines.next().unwrap_or("").to_string();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.to_string(), v.trim_start().to_string()))
+                .collect();
+            if let Some(len) = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+            {
+                while buf.len() < len {
+                    let mut chunk = [0u8; 4096];
+                    let n = r.read(&mut chunk).await.ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                buf.drain(..len);
+            }
+            return Some(Received { line, headers });
+        }
+        let mut chunk = [0u8; 4096];
+        let n = r.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Plays a background job as FreeSWITCH would, events first, result last.
+async fn run_job(state: Arc<State>, conn: Arc<Conn>, job: String, arg: String) {
+    let (command, args) = arg.split_once(' ').unwrap_or((arg.as_str(), ""));
+    if command != "originate" {
+        conn.send_event(&background_job(&job, command, args, "+OK\n"));
+        return;
+    }
+    let call = args
+        .split("origination_uuid=")
+        .nth(1)
+        .map(|s| s.chars().take_while(|c| c.is_ascii_hexdigit() || *c == '-').collect::<String>())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let outcome = {
+        let scripted = state.outcomes.lock().unwrap();
+        scripted
+            .iter()
+            .find(|(k, _)| args.contains(k.as_str()))
+            .map(|(_, o)| o.clone())
+            .unwrap_or_else(|| state.default_outcome.lock().unwrap().clone())
+    };
+    let send = |body: String| conn.send_event(&body);
+    let ok = "06_sip_operator_click2call.rx.raw";
+    let busy = "06b_sip_operator_busy_unregistered.rx.raw";
+    match outcome {
+        Outcome::Answer { ring } => {
+            // Real FreeSWITCH: CREATE and PROGRESS ~20 ms after the INVITE.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            send(captured(ok, "CHANNEL_CREATE", CAPTURED_CALL, &call));
+            send(captured(ok, "CHANNEL_PROGRESS", CAPTURED_CALL, &call));
+            tokio::time::sleep(ring).await;
+            send(captured(ok, "CHANNEL_ANSWER", CAPTURED_CALL, &call));
+            send(background_job(&job, "originate", args, &format!("+OK {call}\n")));
+        }
+        Outcome::Busy => {
+            send(captured(busy, "CHANNEL_CREATE", CAPTURED_BUSY_CALL, &call));
+            send(captured(busy, "CHANNEL_HANGUP_COMPLETE", CAPTURED_BUSY_CALL, &call));
+            send(background_job(&job, "originate", args, "-ERR USER_BUSY\n"));
+        }
+        Outcome::Fail(cause) => {
+            send(background_job(&job, "originate", args, &format!("-ERR {cause}\n")));
+        }
+        Outcome::Silent => {}
+    }
+}
