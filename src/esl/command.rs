@@ -56,11 +56,24 @@ fn no_line_break(field: &'static str, v: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// One word: no whitespace or control characters (`callcenter::info` is fine).
 fn token(field: &'static str, v: &str) -> Result<(), CommandError> {
     if v.is_empty() {
         return Err(CommandError::Empty { field });
     }
-    if v.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':') {
+    if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(CommandError::NotAToken {
+            field,
+            value: v.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A header name: one word without `:`.
+fn header_name(field: &'static str, v: &str) -> Result<(), CommandError> {
+    token(field, v)?;
+    if v.contains(':') {
         return Err(CommandError::NotAToken {
             field,
             value: v.to_owned(),
@@ -151,7 +164,7 @@ impl Command {
 
     /// `filter <header> <value>`; the value may hold spaces (regexes) but no line break.
     pub fn filter(header: &str, value: &str) -> Result<Self, CommandError> {
-        token("filter header", header)?;
+        header_name("filter header", header)?;
         no_line_break("filter value", value)?;
         Ok(Self::simple(
             format!("filter {header} {value}"),
@@ -160,7 +173,7 @@ impl Command {
     }
 
     pub fn filter_delete(header: &str, value: Option<&str>) -> Result<Self, CommandError> {
-        token("filter header", header)?;
+        header_name("filter header", header)?;
         let mut line = format!("filter delete {header}");
         if let Some(v) = value {
             no_line_break("filter value", v)?;
@@ -225,7 +238,7 @@ impl Command {
         }
         let mut c = Self::simple(line, CommandKind::Other);
         for (n, v) in headers {
-            token("sendmsg header name", n)?;
+            header_name("sendmsg header name", n)?;
             no_line_break("sendmsg header value", v)?;
             c.headers.push(((*n).into(), (*v).into()));
         }
@@ -336,6 +349,8 @@ mod tests {
         }
         assert!(Command::event(EventFormat::Plain, &["CHANNEL_ANSWER\nexit"]).is_err());
         assert!(Command::event(EventFormat::Plain, &["A B"]).is_err());
+        assert!(Command::event(EventFormat::Plain, &["CUSTOM", "callcenter::info"]).is_ok());
+        assert!(Command::sendmsg(None, &[("a:b", "x")], None).is_err());
         assert!(Command::sendmsg(None, &[("a\nb", "x")], None).is_err());
         assert!(Command::bgapi("status", "not a uuid").is_err());
         assert!(Command::bgapi("status", &"a".repeat(65)).is_err());

@@ -1,0 +1,247 @@
+//! The service's configuration: compiled-in defaults, then the `--config` file, then `FINAZ_`
+//! environment variables; every problem reported at once.
+//!
+//! Loading has two steps. Each section is extracted on its own from the merged sources (so a
+//! typo in `[http]` does not hide one in `[finaz]`), then the raw values are checked and turned
+//! into typed settings ([`Config`]), again collecting every error.
+
+mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use ipnet::IpNet;
+
+pub use raw::RawConfig;
+
+/// The defaults, also shipped as documentation.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Every problem found in a configuration, each on its own line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigErrors(pub Vec<String>);
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub click2call_path: String,
+    pub recording_path: String,
+    pub chave: Option<Secret>,
+    /// Empty: everyone is allowed.
+    pub allowed_ips: Vec<IpNet>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body_bytes: u64,
+    pub double_click_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct FreeswitchConfig {
+    pub address: String,
+    pub password: Secret,
+    pub operator_endpoint: String,
+    pub customer_destination: String,
+    pub caller_id_name: String,
+    pub caller_id_number: String,
+    pub originate_timeout: Duration,
+    pub originate_response_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub reconnect_max_backoff: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordingsConfig {
+    pub dir: PathBuf,
+    pub record_click2call: bool,
+    pub stereo: bool,
+}
+
+/// How answered dialer calls are detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialerTrigger {
+    Socket,
+    Events,
+    Both,
+}
+
+#[derive(Debug, Clone)]
+pub struct DialerConfig {
+    pub listen: SocketAddr,
+    pub trigger: DialerTrigger,
+    pub crm_id_variable: String,
+    pub telefone_variable: String,
+    pub ramal_variable: String,
+    pub callid_variable: String,
+    pub session_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct FinazConfig {
+    pub answered_url: String,
+    pub empresa_id: Option<String>,
+    pub max_retry_age: Duration,
+    pub delivery_timeout: Duration,
+    pub max_concurrent_deliveries: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+    pub mask_phone_numbers: bool,
+}
+
+/// The validated configuration the service runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub admin_listen: SocketAddr,
+    pub freeswitch: FreeswitchConfig,
+    pub recordings: RecordingsConfig,
+    pub dialer: DialerConfig,
+    pub finaz: FinazConfig,
+    pub storage_url: String,
+    pub log: LogConfig,
+}
+
+/// Merges defaults, the file (if any) and the environment.
+pub fn figment(file: Option<&Path>) -> Figment {
+    let mut f = Figment::from(Toml::string(DEFAULT_TOML));
+    if let Some(path) = file {
+        f = f.merge(Toml::file_exact(path));
+    }
+    f.merge(Env::prefixed("FINAZ_").split("__"))
+}
+
+/// Loads and validates; `Err` lists every problem.
+pub fn load(file: Option<&Path>) -> Result<(RawConfig, Config), ConfigErrors> {
+    if let Some(path) = file
+        && !path.is_file()
+    {
+        return Err(ConfigErrors(vec![format!(
+            "config file {} does not exist or is not a file",
+            path.display()
+        )]));
+    }
+    let raw = RawConfig::extract(&figment(file))?;
+    let config = raw.validate()?;
+    Ok((raw, config))
+}
+
+/// Parses `500ms`, `30s`, `5m`, `24h`, `7d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 30s, 5m, 24h"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use ms, s, m, h or d)")),
+    };
+    Ok(d)
+}
+
+/// Parses an IP (`10.0.0.1`, `::1`) or a CIDR (`10.0.0.0/8`).
+pub fn parse_ip_or_cidr(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR"))
+}
+
+/// Placeholders found in a template, in order (`{name}`).
+pub fn placeholders(template: &str) -> Result<Vec<&str>, String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed '{{' in {template:?}"))?;
+        out.push(&after[..close]);
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("stray '}}' in {template:?}"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn parses_ips_and_cidrs() {
+        assert!(parse_ip_or_cidr("10.0.0.0/8").unwrap().contains(&"10.1.2.3".parse::<std::net::IpAddr>().unwrap()));
+        assert!(parse_ip_or_cidr("::1").unwrap().contains(&"::1".parse::<std::net::IpAddr>().unwrap()));
+        assert!(parse_ip_or_cidr("10.0.0.300").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_follow_the_contract() {
+        let (_, c) = load(None).unwrap();
+        assert_eq!(c.http.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.http.click2call_path, "/click2call");
+        assert_eq!(c.http.recording_path, "/gravacao");
+        assert!(c.http.chave.is_none());
+        assert_eq!(c.http.allowed_ips.len(), 20);
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.freeswitch.address, "127.0.0.1:8021");
+        assert_eq!(c.freeswitch.password.expose(), "ClueCon");
+        assert_eq!(c.freeswitch.operator_endpoint, "user/{ramal}");
+        assert_eq!(c.freeswitch.customer_destination, "{telefone} XML default");
+        assert_eq!(c.recordings.dir, PathBuf::from("/var/lib/freeswitch/recordings"));
+        assert!(c.recordings.record_click2call);
+        assert_eq!(c.dialer.listen.to_string(), "127.0.0.1:8084");
+        assert_eq!(c.dialer.trigger, DialerTrigger::Both);
+        assert!(c.finaz.answered_url.starts_with("https://api.finaz.com.br/telephony-proxy/atendimentodiscador?pid={pid}"));
+        assert!(c.finaz.empresa_id.is_none());
+        assert_eq!(c.finaz.max_retry_age, Duration::from_secs(86400));
+        assert_eq!(c.storage_url, "sqlite://finaz-freeswitch.db");
+    }
+}

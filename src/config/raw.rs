@@ -1,0 +1,388 @@
+//! The configuration as written (strings and numbers), and its checks into typed settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::{Figment, Provider};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::*;
+
+/// Accepts a string or a number: environment values such as `FINAZ_FINAZ__EMPRESA_ID=123`
+/// arrive as numbers.
+fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum S {
+        Str(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(match S::deserialize(d)? {
+        S::Str(s) => s,
+        S::Int(i) => i.to_string(),
+        S::Float(f) => f.to_string(),
+        S::Bool(b) => b.to_string(),
+    })
+}
+
+fn lenient_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    lenient(d).map(Some)
+}
+
+fn lenient_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    struct W(#[serde(deserialize_with = "lenient")] String);
+    Ok(Vec::<W>::deserialize(d)?.into_iter().map(|w| w.0).collect())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: String,
+    pub click2call_path: String,
+    pub recording_path: String,
+    #[serde(default, deserialize_with = "lenient_opt", skip_serializing_if = "Option::is_none")]
+    pub chave: Option<String>,
+    #[serde(deserialize_with = "lenient_list")]
+    pub allowed_ips: Vec<String>,
+    #[serde(deserialize_with = "lenient_list")]
+    pub trusted_proxies: Vec<String>,
+    pub max_body_bytes: u64,
+    pub double_click_window: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFreeswitch {
+    pub address: String,
+    #[serde(deserialize_with = "lenient")]
+    pub password: String,
+    pub operator_endpoint: String,
+    pub customer_destination: String,
+    #[serde(deserialize_with = "lenient")]
+    pub caller_id_name: String,
+    #[serde(deserialize_with = "lenient")]
+    pub caller_id_number: String,
+    pub originate_timeout: String,
+    pub originate_response_timeout: String,
+    pub connect_timeout: String,
+    pub request_timeout: String,
+    pub reconnect_max_backoff: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecordings {
+    pub dir: String,
+    pub record_click2call: bool,
+    pub stereo: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDialer {
+    pub listen: String,
+    pub trigger: String,
+    pub crm_id_variable: String,
+    pub telefone_variable: String,
+    pub ramal_variable: String,
+    pub callid_variable: String,
+    pub session_timeout: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFinaz {
+    pub answered_url: String,
+    #[serde(default, deserialize_with = "lenient_opt", skip_serializing_if = "Option::is_none")]
+    pub empresa_id: Option<String>,
+    pub max_retry_age: String,
+    pub delivery_timeout: String,
+    pub max_concurrent_deliveries: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: String,
+    pub level: String,
+    pub mask_phone_numbers: bool,
+}
+
+/// The merged configuration before validation; serializes back to TOML for `check-config`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawConfig {
+    pub http: RawHttp,
+    pub admin: RawAdmin,
+    pub freeswitch: RawFreeswitch,
+    pub recordings: RawRecordings,
+    pub dialer: RawDialer,
+    pub finaz: RawFinaz,
+    pub storage: RawStorage,
+    pub log: RawLog,
+}
+
+const SECTIONS: [&str; 8] = [
+    "http", "admin", "freeswitch", "recordings", "dialer", "finaz", "storage", "log",
+];
+
+fn section<T: serde::de::DeserializeOwned>(
+    f: &Figment,
+    name: &str,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    match f.extract_inner::<T>(name) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.extend(e.into_iter().map(|e| e.to_string()));
+            None
+        }
+    }
+}
+
+impl RawConfig {
+    /// Extracts every section, collecting the errors of all of them.
+    pub fn extract(f: &Figment) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        match f.data() {
+            Ok(data) => {
+                for dict in data.values() {
+                    for key in dict.keys() {
+                        if !SECTIONS.contains(&key.as_str()) {
+                            errors.push(format!(
+                                "unknown section [{key}] (known: {})",
+                                SECTIONS.join(", ")
+                            ));
+                        }
+                    }
+                }
+            }
+            Err(e) => return Err(ConfigErrors(e.into_iter().map(|e| e.to_string()).collect())),
+        }
+        let http = section(f, "http", &mut errors);
+        let admin = section(f, "admin", &mut errors);
+        let freeswitch = section(f, "freeswitch", &mut errors);
+        let recordings = section(f, "recordings", &mut errors);
+        let dialer = section(f, "dialer", &mut errors);
+        let finaz = section(f, "finaz", &mut errors);
+        let storage = section(f, "storage", &mut errors);
+        let log = section(f, "log", &mut errors);
+        match (http, admin, freeswitch, recordings, dialer, finaz, storage, log) {
+            (Some(http), Some(admin), Some(freeswitch), Some(recordings), Some(dialer), Some(finaz), Some(storage), Some(log))
+                if errors.is_empty() =>
+            {
+                Ok(RawConfig { http, admin, freeswitch, recordings, dialer, finaz, storage, log })
+            }
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+
+    /// The effective configuration as TOML, with secrets replaced.
+    pub fn redacted_toml(&self) -> String {
+        let mut c = self.clone();
+        c.freeswitch.password = "<redacted>".into();
+        if c.http.chave.is_some() {
+            c.http.chave = Some("<redacted>".into());
+        }
+        if let Some(i) = c.storage.url.find('@')
+            && let Some(scheme_end) = c.storage.url.find("://")
+            && scheme_end < i
+        {
+            c.storage.url = format!("{}://<redacted>{}", &c.storage.url[..scheme_end], &c.storage.url[i..]);
+        }
+        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Checks every value, returning typed settings or every problem found.
+    pub fn validate(&self) -> Result<Config, ConfigErrors> {
+        let mut errs: Vec<String> = Vec::new();
+        let mut addr = |key: &str, v: &str| -> SocketAddr {
+            v.parse().unwrap_or_else(|_| {
+                errs.push(format!("{key} = {v:?} is not an address like 127.0.0.1:8080"));
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            })
+        };
+        let http_listen = addr("http.listen", &self.http.listen);
+        let admin_listen = addr("admin.listen", &self.admin.listen);
+        let dialer_listen = addr("dialer.listen", &self.dialer.listen);
+        let mut dur = |key: &str, v: &str| {
+            parse_duration(v).unwrap_or_else(|e| {
+                errs.push(format!("{key}: {e}"));
+                Duration::ZERO
+            })
+        };
+        let double_click_window = dur("http.double_click_window", &self.http.double_click_window);
+        let fs = &self.freeswitch;
+        let originate_timeout = dur("freeswitch.originate_timeout", &fs.originate_timeout);
+        let originate_response_timeout = dur("freeswitch.originate_response_timeout", &fs.originate_response_timeout);
+        let connect_timeout = dur("freeswitch.connect_timeout", &fs.connect_timeout);
+        let request_timeout = dur("freeswitch.request_timeout", &fs.request_timeout);
+        let reconnect_max_backoff = dur("freeswitch.reconnect_max_backoff", &fs.reconnect_max_backoff);
+        let session_timeout = dur("dialer.session_timeout", &self.dialer.session_timeout);
+        let max_retry_age = dur("finaz.max_retry_age", &self.finaz.max_retry_age);
+        let delivery_timeout = dur("finaz.delivery_timeout", &self.finaz.delivery_timeout);
+
+        let mut nets = |key: &str, list: &[String]| -> Vec<IpNet> {
+            list.iter()
+                .filter_map(|s| parse_ip_or_cidr(s).map_err(|e| errs.push(format!("{key}: {e}"))).ok())
+                .collect()
+        };
+        let allowed_ips = nets("http.allowed_ips", &self.http.allowed_ips);
+        let trusted_proxies = nets("http.trusted_proxies", &self.http.trusted_proxies);
+
+        for (key, path) in [("http.click2call_path", &self.http.click2call_path), ("http.recording_path", &self.http.recording_path)] {
+            if !path.starts_with('/') || path.len() < 2 || path.contains(['?', '#', ' ']) {
+                errs.push(format!("{key} = {path:?} must be a path like /click2call"));
+            }
+        }
+        if self.http.click2call_path == self.http.recording_path {
+            errs.push("http.click2call_path and http.recording_path must differ".into());
+        }
+        if self.http.chave.as_deref().is_some_and(|c| c.len() < 8) {
+            errs.push("http.chave is set but shorter than 8 characters".into());
+        }
+        if !(1024..=1024 * 1024).contains(&self.http.max_body_bytes) {
+            errs.push("http.max_body_bytes must be between 1024 and 1048576".into());
+        }
+        if fs.password.is_empty() || fs.password.contains(['\n', '\r']) {
+            errs.push("freeswitch.password must be one non-empty line".into());
+        }
+        template(&mut errs, "freeswitch.operator_endpoint", &fs.operator_endpoint, &["ramal"], &["ramal"]);
+        template(&mut errs, "freeswitch.customer_destination", &fs.customer_destination, &["telefone"], &["telefone", "ramal"]);
+        if fs.operator_endpoint.contains(char::is_whitespace) {
+            errs.push("freeswitch.operator_endpoint must not contain spaces (it is one dial string)".into());
+        }
+        if fs.customer_destination.split_whitespace().count() > 3 {
+            errs.push("freeswitch.customer_destination is \"<extension> [dialplan] [context]\"".into());
+        }
+        for (key, v) in [("freeswitch.caller_id_name", &fs.caller_id_name), ("freeswitch.caller_id_number", &fs.caller_id_number)] {
+            if v.contains(['\n', '\r', ',', '{', '}', '\'', '^', '|']) {
+                errs.push(format!("{key} contains a character not allowed in a dial string"));
+            }
+        }
+        let trigger = match self.dialer.trigger.as_str() {
+            "socket" => DialerTrigger::Socket,
+            "events" => DialerTrigger::Events,
+            "both" => DialerTrigger::Both,
+            other => {
+                errs.push(format!("dialer.trigger = {other:?} must be \"socket\", \"events\" or \"both\""));
+                DialerTrigger::Both
+            }
+        };
+        let d = &self.dialer;
+        for (key, v) in [("dialer.crm_id_variable", &d.crm_id_variable), ("dialer.telefone_variable", &d.telefone_variable), ("dialer.ramal_variable", &d.ramal_variable), ("dialer.callid_variable", &d.callid_variable)] {
+            if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                errs.push(format!("{key} = {v:?} must be a channel variable name (letters, digits, _)"));
+            }
+        }
+        let url = &self.finaz.answered_url;
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            errs.push(format!("finaz.answered_url = {url:?} must start with https:// or http://"));
+        }
+        template(&mut errs, "finaz.answered_url", url, &["pid"], &["pid", "num", "cid", "ramal", "empresa_id"]);
+        if self.finaz.max_concurrent_deliveries == 0 {
+            errs.push("finaz.max_concurrent_deliveries must be at least 1".into());
+        }
+        let storage = &self.storage.url;
+        if !(storage.starts_with("sqlite:") || storage.starts_with("postgres://") || storage.starts_with("postgresql://")) {
+            errs.push(format!("storage.url must start with sqlite: or postgres:// (got {:?})", storage.split("://").next().unwrap_or("")));
+        }
+        let format = match self.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                errs.push(format!("log.format = {other:?} must be \"text\" or \"json\""));
+                LogFormat::Text
+            }
+        };
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+        Ok(Config {
+            http: HttpConfig {
+                listen: http_listen,
+                click2call_path: self.http.click2call_path.clone(),
+                recording_path: self.http.recording_path.clone(),
+                chave: self.http.chave.clone().map(Secret),
+                allowed_ips,
+                trusted_proxies,
+                max_body_bytes: self.http.max_body_bytes,
+                double_click_window,
+            },
+            admin_listen,
+            freeswitch: FreeswitchConfig {
+                address: fs.address.clone(),
+                password: Secret(fs.password.clone()),
+                operator_endpoint: fs.operator_endpoint.clone(),
+                customer_destination: fs.customer_destination.clone(),
+                caller_id_name: fs.caller_id_name.clone(),
+                caller_id_number: fs.caller_id_number.clone(),
+                originate_timeout,
+                originate_response_timeout,
+                connect_timeout,
+                request_timeout,
+                reconnect_max_backoff,
+            },
+            recordings: RecordingsConfig {
+                dir: PathBuf::from(&self.recordings.dir),
+                record_click2call: self.recordings.record_click2call,
+                stereo: self.recordings.stereo,
+            },
+            dialer: DialerConfig {
+                listen: dialer_listen,
+                trigger,
+                crm_id_variable: d.crm_id_variable.clone(),
+                telefone_variable: d.telefone_variable.clone(),
+                ramal_variable: d.ramal_variable.clone(),
+                callid_variable: d.callid_variable.clone(),
+                session_timeout,
+            },
+            finaz: FinazConfig {
+                answered_url: url.clone(),
+                empresa_id: self.finaz.empresa_id.clone(),
+                max_retry_age,
+                delivery_timeout,
+                max_concurrent_deliveries: self.finaz.max_concurrent_deliveries as usize,
+            },
+            storage_url: storage.clone(),
+            log: LogConfig {
+                format,
+                level: self.log.level.clone(),
+                mask_phone_numbers: self.log.mask_phone_numbers,
+            },
+        })
+    }
+}
+
+/// Checks a template's placeholders: `required` must appear, nothing outside `known` may.
+fn template(errs: &mut Vec<String>, key: &str, value: &str, required: &[&str], known: &[&str]) {
+    match placeholders(value) {
+        Err(e) => errs.push(format!("{key}: {e}")),
+        Ok(found) => {
+            for r in required {
+                if !found.contains(r) {
+                    errs.push(format!("{key} = {value:?} must contain {{{r}}}"));
+                }
+            }
+            for f in found {
+                if !known.contains(&f) {
+                    errs.push(format!("{key}: unknown placeholder {{{f}}} (known: {})", known.join(", ")));
+                }
+            }
+        }
+    }
+}

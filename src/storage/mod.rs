@@ -1,0 +1,358 @@
+//! Durable state: calls and their legs, and the webhook outbox, behind one `Storage` handle.
+//!
+//! SQLite (embedded, WAL) is the default. Callers only see typed methods, never SQL or the
+//! pool, so a PostgreSQL backend can be added here without touching them; the SQL is kept to
+//! the portable subset (numbered parameters, BIGINT millisecond timestamps).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+/// Embedded migrations, applied in order at startup; never edit one that has shipped.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The URL names a backend this build cannot open.
+    #[error("unsupported storage url: {0}")]
+    Unsupported(String),
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// What kind of call a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    Click2Call,
+    Dialer,
+}
+
+impl CallKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Click2Call => "click2call",
+            CallKind::Dialer => "dialer",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        if s == "dialer" { CallKind::Dialer } else { CallKind::Click2Call }
+    }
+}
+
+/// A call as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    pub id: String,
+    pub kind: CallKind,
+    pub ramal: Option<String>,
+    pub telefone: Option<String>,
+    pub crm_id: Option<String>,
+    pub state: String,
+    pub outcome: Option<String>,
+    pub recording_path: Option<String>,
+    pub recording_state: Option<String>,
+    pub created_at: i64,
+}
+
+/// A webhook waiting in, or done with, the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub call_id: String,
+    pub url: String,
+    pub state: String,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Storage {
+    pool: SqlitePool,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Storage {
+    /// Opens (creating if needed) the database and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Self, StorageError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Err(StorageError::Unsupported(
+                "postgres:// is not available in this build yet; use sqlite://".into(),
+            ));
+        }
+        if !url.starts_with("sqlite:") {
+            return Err(StorageError::Unsupported(url.split(':').next().unwrap_or("").into()));
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        let storage = Storage { pool };
+        storage.migrate().await?;
+        Ok(storage)
+    }
+
+    async fn migrate(&self) -> Result<(), StorageError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for (version, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if done.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "storage migration applied");
+        }
+        Ok(())
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Records a new call and its first leg (the call id is a leg uuid too).
+    pub async fn insert_call(
+        &self,
+        id: &str,
+        kind: CallKind,
+        ramal: Option<&str>,
+        telefone: Option<&str>,
+        crm_id: Option<&str>,
+        state: &str,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO calls (id, kind, ramal, telefone, crm_id, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(kind.as_str())
+        .bind(ramal)
+        .bind(telefone)
+        .bind(crm_id)
+        .bind(state)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO call_legs (leg_id, call_id) VALUES ($1, $1) ON CONFLICT (leg_id) DO NOTHING")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ties another channel uuid (e.g. the other leg of a bridge) to a call.
+    pub async fn link_leg(&self, leg_id: &str, call_id: &str) -> Result<(), StorageError> {
+        sqlx::query("INSERT INTO call_legs (leg_id, call_id) VALUES ($1, $2) ON CONFLICT (leg_id) DO NOTHING")
+            .bind(leg_id)
+            .bind(call_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Updates a call's state and, when given, its outcome.
+    pub async fn set_call_state(&self, id: &str, state: &str, outcome: Option<&str>) -> Result<(), StorageError> {
+        sqlx::query("UPDATE calls SET state = $2, outcome = COALESCE($3, outcome) WHERE id = $1")
+            .bind(id)
+            .bind(state)
+            .bind(outcome)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The call that `id` (the call id or any of its legs) belongs to.
+    pub async fn find_call(&self, id: &str) -> Result<Option<CallRecord>, StorageError> {
+        let row = sqlx::query(
+            "SELECT c.id, c.kind, c.ramal, c.telefone, c.crm_id, c.state, c.outcome, c.recording_path, c.recording_state, c.created_at
+             FROM call_legs l JOIN calls c ON c.id = l.call_id WHERE l.leg_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| CallRecord {
+            id: r.get(0),
+            kind: CallKind::parse(r.get::<&str, _>(1)),
+            ramal: r.get(2),
+            telefone: r.get(3),
+            crm_id: r.get(4),
+            state: r.get(5),
+            outcome: r.get(6),
+            recording_path: r.get(7),
+            recording_state: r.get(8),
+            created_at: r.get(9),
+        }))
+    }
+
+    /// Queues the webhook of a call; false if that call already has one (sent once per call).
+    pub async fn enqueue_webhook(&self, call_id: &str, url: &str) -> Result<bool, StorageError> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "INSERT INTO outbox (call_id, url, state, attempts, created_at, next_attempt_at)
+             VALUES ($1, $2, 'pending', 0, $3, $3) ON CONFLICT (call_id) DO NOTHING",
+        )
+        .bind(call_id)
+        .bind(url)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Pending webhooks whose time has come, oldest first.
+    pub async fn due_webhooks(&self, now: i64, limit: i64) -> Result<Vec<OutboxEntry>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT id, call_id, url, state, attempts, created_at, next_attempt_at, last_error FROM outbox
+             WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(outbox_row).collect())
+    }
+
+    /// Counts of outbox entries by state.
+    pub async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StorageError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub async fn mark_delivered(&self, id: i64) -> Result<(), StorageError> {
+        sqlx::query("UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = $2, last_error = NULL WHERE id = $1")
+            .bind(id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retried at `next_attempt_at`, or dead when `dead`.
+    pub async fn mark_failed(&self, id: i64, error: &str, next_attempt_at: i64, dead: bool) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3,
+             state = CASE WHEN $4 THEN 'dead' ELSE 'pending' END WHERE id = $1",
+        )
+        .bind(id)
+        .bind(error)
+        .bind(next_attempt_at)
+        .bind(dead)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Closes the pool, flushing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn outbox_row(r: sqlx::sqlite::SqliteRow) -> OutboxEntry {
+    OutboxEntry {
+        id: r.get(0),
+        call_id: r.get(1),
+        url: r.get(2),
+        state: r.get(3),
+        attempts: r.get(4),
+        created_at: r.get(5),
+        next_attempt_at: r.get(6),
+        last_error: r.get(7),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn temp() -> (tempfile::TempDir, Storage, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let s = Storage::open(&url).await.unwrap();
+        (dir, s, url)
+    }
+
+    #[tokio::test]
+    async fn creates_the_file_and_migrates_once() {
+        let (dir, s, url) = temp().await;
+        assert!(dir.path().join("t.db").exists());
+        s.ping().await.unwrap();
+        s.close().await;
+        // Reopening applies nothing twice and keeps data.
+        let s = Storage::open(&url).await.unwrap();
+        s.insert_call("c1", CallKind::Click2Call, Some("1001"), Some("41988445566"), None, "ringing").await.unwrap();
+        s.close().await;
+        let s = Storage::open(&url).await.unwrap();
+        assert_eq!(s.find_call("c1").await.unwrap().unwrap().ramal.as_deref(), Some("1001"));
+    }
+
+    #[tokio::test]
+    async fn any_leg_finds_its_call() {
+        let (_d, s, _) = temp().await;
+        s.insert_call("a", CallKind::Dialer, Some("1001"), Some("4199"), Some("CRM-1"), "answered").await.unwrap();
+        s.link_leg("b", "a").await.unwrap();
+        let c = s.find_call("b").await.unwrap().unwrap();
+        assert_eq!(c.id, "a");
+        assert_eq!(c.kind, CallKind::Dialer);
+        assert_eq!(c.crm_id.as_deref(), Some("CRM-1"));
+        assert!(s.find_call("zzz").await.unwrap().is_none());
+        s.set_call_state("a", "ended", Some("NORMAL_CLEARING")).await.unwrap();
+        assert_eq!(s.find_call("a").await.unwrap().unwrap().outcome.as_deref(), Some("NORMAL_CLEARING"));
+    }
+
+    #[tokio::test]
+    async fn outbox_holds_one_webhook_per_call_and_tracks_attempts() {
+        let (_d, s, _) = temp().await;
+        assert!(s.enqueue_webhook("call-1", "http://x/?pid=1").await.unwrap());
+        assert!(!s.enqueue_webhook("call-1", "http://x/?pid=1").await.unwrap());
+        let due = s.due_webhooks(now_ms(), 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        s.mark_failed(due[0].id, "http 500", now_ms() + 60_000, false).await.unwrap();
+        assert!(s.due_webhooks(now_ms(), 10).await.unwrap().is_empty());
+        let later = s.due_webhooks(now_ms() + 61_000, 10).await.unwrap();
+        assert_eq!(later[0].attempts, 1);
+        assert_eq!(later[0].last_error.as_deref(), Some("http 500"));
+        s.mark_delivered(later[0].id).await.unwrap();
+        assert_eq!(s.outbox_counts().await.unwrap(), vec![("delivered".to_string(), 1)]);
+    }
+
+    #[tokio::test]
+    async fn postgres_urls_are_refused_clearly_for_now() {
+        let e = Storage::open("postgres://u:p@localhost/db").await.err().unwrap();
+        assert!(e.to_string().contains("postgres"));
+    }
+}
