@@ -1,5 +1,12 @@
 //! finaz-freeswitch: makes FreeSWITCH speak Finaz's "Telefonia Genérica" contract.
+//!
+//! `esl` is a self-contained event socket library; `config` and `storage` are the service's
+//! foundations; `admin` and `metrics` the operator's view; `app` wires them together.
 
-pub mod esl;
+pub mod admin;
+pub mod app;
 pub mod config;
+pub mod esl;
+pub mod logging;
+pub mod metrics;
 pub mod storage;

@@ -168,7 +168,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
         "d" => Duration::from_secs(n * 86400),
-        other => return Err(format!("{s:?}: unknown unit {other:?} (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use ms, s, m, h or d)"
+            ));
+        }
     };
     Ok(d)
 }
@@ -217,8 +221,16 @@ mod tests {
 
     #[test]
     fn parses_ips_and_cidrs() {
-        assert!(parse_ip_or_cidr("10.0.0.0/8").unwrap().contains(&"10.1.2.3".parse::<std::net::IpAddr>().unwrap()));
-        assert!(parse_ip_or_cidr("::1").unwrap().contains(&"::1".parse::<std::net::IpAddr>().unwrap()));
+        assert!(
+            parse_ip_or_cidr("10.0.0.0/8")
+                .unwrap()
+                .contains(&"10.1.2.3".parse::<std::net::IpAddr>().unwrap())
+        );
+        assert!(
+            parse_ip_or_cidr("::1")
+                .unwrap()
+                .contains(&"::1".parse::<std::net::IpAddr>().unwrap())
+        );
         assert!(parse_ip_or_cidr("10.0.0.300").is_err());
     }
 
@@ -235,11 +247,18 @@ mod tests {
         assert_eq!(c.freeswitch.password.expose(), "ClueCon");
         assert_eq!(c.freeswitch.operator_endpoint, "user/{ramal}");
         assert_eq!(c.freeswitch.customer_destination, "{telefone} XML default");
-        assert_eq!(c.recordings.dir, PathBuf::from("/var/lib/freeswitch/recordings"));
+        assert_eq!(
+            c.recordings.dir,
+            PathBuf::from("/var/lib/freeswitch/recordings")
+        );
         assert!(c.recordings.record_click2call);
         assert_eq!(c.dialer.listen.to_string(), "127.0.0.1:8084");
         assert_eq!(c.dialer.trigger, DialerTrigger::Both);
-        assert!(c.finaz.answered_url.starts_with("https://api.finaz.com.br/telephony-proxy/atendimentodiscador?pid={pid}"));
+        assert!(
+            c.finaz.answered_url.starts_with(
+                "https://api.finaz.com.br/telephony-proxy/atendimentodiscador?pid={pid}"
+            )
+        );
         assert!(c.finaz.empresa_id.is_none());
         assert_eq!(c.finaz.max_retry_age, Duration::from_secs(86400));
         assert_eq!(c.storage_url, "sqlite://finaz-freeswitch.db");

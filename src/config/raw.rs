@@ -43,7 +43,11 @@ pub struct RawHttp {
     pub listen: String,
     pub click2call_path: String,
     pub recording_path: String,
-    #[serde(default, deserialize_with = "lenient_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub chave: Option<String>,
     #[serde(deserialize_with = "lenient_list")]
     pub allowed_ips: Vec<String>,
@@ -102,7 +106,11 @@ pub struct RawDialer {
 #[serde(deny_unknown_fields)]
 pub struct RawFinaz {
     pub answered_url: String,
-    #[serde(default, deserialize_with = "lenient_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub empresa_id: Option<String>,
     pub max_retry_age: String,
     pub delivery_timeout: String,
@@ -137,7 +145,14 @@ pub struct RawConfig {
 }
 
 const SECTIONS: [&str; 8] = [
-    "http", "admin", "freeswitch", "recordings", "dialer", "finaz", "storage", "log",
+    "http",
+    "admin",
+    "freeswitch",
+    "recordings",
+    "dialer",
+    "finaz",
+    "storage",
+    "log",
 ];
 
 fn section<T: serde::de::DeserializeOwned>(
@@ -181,12 +196,28 @@ impl RawConfig {
         let finaz = section(f, "finaz", &mut errors);
         let storage = section(f, "storage", &mut errors);
         let log = section(f, "log", &mut errors);
-        match (http, admin, freeswitch, recordings, dialer, finaz, storage, log) {
-            (Some(http), Some(admin), Some(freeswitch), Some(recordings), Some(dialer), Some(finaz), Some(storage), Some(log))
-                if errors.is_empty() =>
-            {
-                Ok(RawConfig { http, admin, freeswitch, recordings, dialer, finaz, storage, log })
-            }
+        match (
+            http, admin, freeswitch, recordings, dialer, finaz, storage, log,
+        ) {
+            (
+                Some(http),
+                Some(admin),
+                Some(freeswitch),
+                Some(recordings),
+                Some(dialer),
+                Some(finaz),
+                Some(storage),
+                Some(log),
+            ) if errors.is_empty() => Ok(RawConfig {
+                http,
+                admin,
+                freeswitch,
+                recordings,
+                dialer,
+                finaz,
+                storage,
+                log,
+            }),
             _ => Err(ConfigErrors(errors)),
         }
     }
@@ -202,7 +233,11 @@ impl RawConfig {
             && let Some(scheme_end) = c.storage.url.find("://")
             && scheme_end < i
         {
-            c.storage.url = format!("{}://<redacted>{}", &c.storage.url[..scheme_end], &c.storage.url[i..]);
+            c.storage.url = format!(
+                "{}://<redacted>{}",
+                &c.storage.url[..scheme_end],
+                &c.storage.url[i..]
+            );
         }
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
@@ -212,7 +247,9 @@ impl RawConfig {
         let mut errs: Vec<String> = Vec::new();
         let mut addr = |key: &str, v: &str| -> SocketAddr {
             v.parse().unwrap_or_else(|_| {
-                errs.push(format!("{key} = {v:?} is not an address like 127.0.0.1:8080"));
+                errs.push(format!(
+                    "{key} = {v:?} is not an address like 127.0.0.1:8080"
+                ));
                 SocketAddr::from(([0, 0, 0, 0], 0))
             })
         };
@@ -228,23 +265,36 @@ impl RawConfig {
         let double_click_window = dur("http.double_click_window", &self.http.double_click_window);
         let fs = &self.freeswitch;
         let originate_timeout = dur("freeswitch.originate_timeout", &fs.originate_timeout);
-        let originate_response_timeout = dur("freeswitch.originate_response_timeout", &fs.originate_response_timeout);
+        let originate_response_timeout = dur(
+            "freeswitch.originate_response_timeout",
+            &fs.originate_response_timeout,
+        );
         let connect_timeout = dur("freeswitch.connect_timeout", &fs.connect_timeout);
         let request_timeout = dur("freeswitch.request_timeout", &fs.request_timeout);
-        let reconnect_max_backoff = dur("freeswitch.reconnect_max_backoff", &fs.reconnect_max_backoff);
+        let reconnect_max_backoff = dur(
+            "freeswitch.reconnect_max_backoff",
+            &fs.reconnect_max_backoff,
+        );
         let session_timeout = dur("dialer.session_timeout", &self.dialer.session_timeout);
         let max_retry_age = dur("finaz.max_retry_age", &self.finaz.max_retry_age);
         let delivery_timeout = dur("finaz.delivery_timeout", &self.finaz.delivery_timeout);
 
         let mut nets = |key: &str, list: &[String]| -> Vec<IpNet> {
             list.iter()
-                .filter_map(|s| parse_ip_or_cidr(s).map_err(|e| errs.push(format!("{key}: {e}"))).ok())
+                .filter_map(|s| {
+                    parse_ip_or_cidr(s)
+                        .map_err(|e| errs.push(format!("{key}: {e}")))
+                        .ok()
+                })
                 .collect()
         };
         let allowed_ips = nets("http.allowed_ips", &self.http.allowed_ips);
         let trusted_proxies = nets("http.trusted_proxies", &self.http.trusted_proxies);
 
-        for (key, path) in [("http.click2call_path", &self.http.click2call_path), ("http.recording_path", &self.http.recording_path)] {
+        for (key, path) in [
+            ("http.click2call_path", &self.http.click2call_path),
+            ("http.recording_path", &self.http.recording_path),
+        ] {
             if !path.starts_with('/') || path.len() < 2 || path.contains(['?', '#', ' ']) {
                 errs.push(format!("{key} = {path:?} must be a path like /click2call"));
             }
@@ -261,17 +311,39 @@ impl RawConfig {
         if fs.password.is_empty() || fs.password.contains(['\n', '\r']) {
             errs.push("freeswitch.password must be one non-empty line".into());
         }
-        template(&mut errs, "freeswitch.operator_endpoint", &fs.operator_endpoint, &["ramal"], &["ramal"]);
-        template(&mut errs, "freeswitch.customer_destination", &fs.customer_destination, &["telefone"], &["telefone", "ramal"]);
+        template(
+            &mut errs,
+            "freeswitch.operator_endpoint",
+            &fs.operator_endpoint,
+            &["ramal"],
+            &["ramal"],
+        );
+        template(
+            &mut errs,
+            "freeswitch.customer_destination",
+            &fs.customer_destination,
+            &["telefone"],
+            &["telefone", "ramal"],
+        );
         if fs.operator_endpoint.contains(char::is_whitespace) {
-            errs.push("freeswitch.operator_endpoint must not contain spaces (it is one dial string)".into());
+            errs.push(
+                "freeswitch.operator_endpoint must not contain spaces (it is one dial string)"
+                    .into(),
+            );
         }
         if fs.customer_destination.split_whitespace().count() > 3 {
-            errs.push("freeswitch.customer_destination is \"<extension> [dialplan] [context]\"".into());
+            errs.push(
+                "freeswitch.customer_destination is \"<extension> [dialplan] [context]\"".into(),
+            );
         }
-        for (key, v) in [("freeswitch.caller_id_name", &fs.caller_id_name), ("freeswitch.caller_id_number", &fs.caller_id_number)] {
+        for (key, v) in [
+            ("freeswitch.caller_id_name", &fs.caller_id_name),
+            ("freeswitch.caller_id_number", &fs.caller_id_number),
+        ] {
             if v.contains(['\n', '\r', ',', '{', '}', '\'', '^', '|']) {
-                errs.push(format!("{key} contains a character not allowed in a dial string"));
+                errs.push(format!(
+                    "{key} contains a character not allowed in a dial string"
+                ));
             }
         }
         let trigger = match self.dialer.trigger.as_str() {
@@ -279,33 +351,58 @@ impl RawConfig {
             "events" => DialerTrigger::Events,
             "both" => DialerTrigger::Both,
             other => {
-                errs.push(format!("dialer.trigger = {other:?} must be \"socket\", \"events\" or \"both\""));
+                errs.push(format!(
+                    "dialer.trigger = {other:?} must be \"socket\", \"events\" or \"both\""
+                ));
                 DialerTrigger::Both
             }
         };
         let d = &self.dialer;
-        for (key, v) in [("dialer.crm_id_variable", &d.crm_id_variable), ("dialer.telefone_variable", &d.telefone_variable), ("dialer.ramal_variable", &d.ramal_variable), ("dialer.callid_variable", &d.callid_variable)] {
+        for (key, v) in [
+            ("dialer.crm_id_variable", &d.crm_id_variable),
+            ("dialer.telefone_variable", &d.telefone_variable),
+            ("dialer.ramal_variable", &d.ramal_variable),
+            ("dialer.callid_variable", &d.callid_variable),
+        ] {
             if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                errs.push(format!("{key} = {v:?} must be a channel variable name (letters, digits, _)"));
+                errs.push(format!(
+                    "{key} = {v:?} must be a channel variable name (letters, digits, _)"
+                ));
             }
         }
         let url = &self.finaz.answered_url;
         if !(url.starts_with("https://") || url.starts_with("http://")) {
-            errs.push(format!("finaz.answered_url = {url:?} must start with https:// or http://"));
+            errs.push(format!(
+                "finaz.answered_url = {url:?} must start with https:// or http://"
+            ));
         }
-        template(&mut errs, "finaz.answered_url", url, &["pid"], &["pid", "num", "cid", "ramal", "empresa_id"]);
+        template(
+            &mut errs,
+            "finaz.answered_url",
+            url,
+            &["pid"],
+            &["pid", "num", "cid", "ramal", "empresa_id"],
+        );
         if self.finaz.max_concurrent_deliveries == 0 {
             errs.push("finaz.max_concurrent_deliveries must be at least 1".into());
         }
         let storage = &self.storage.url;
-        if !(storage.starts_with("sqlite:") || storage.starts_with("postgres://") || storage.starts_with("postgresql://")) {
-            errs.push(format!("storage.url must start with sqlite: or postgres:// (got {:?})", storage.split("://").next().unwrap_or("")));
+        if !(storage.starts_with("sqlite:")
+            || storage.starts_with("postgres://")
+            || storage.starts_with("postgresql://"))
+        {
+            errs.push(format!(
+                "storage.url must start with sqlite: or postgres:// (got {:?})",
+                storage.split("://").next().unwrap_or("")
+            ));
         }
         let format = match self.log.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
-                errs.push(format!("log.format = {other:?} must be \"text\" or \"json\""));
+                errs.push(format!(
+                    "log.format = {other:?} must be \"text\" or \"json\""
+                ));
                 LogFormat::Text
             }
         };
@@ -380,7 +477,10 @@ fn template(errs: &mut Vec<String>, key: &str, value: &str, required: &[&str], k
             }
             for f in found {
                 if !known.contains(&f) {
-                    errs.push(format!("{key}: unknown placeholder {{{f}}} (known: {})", known.join(", ")));
+                    errs.push(format!(
+                        "{key}: unknown placeholder {{{f}}} (known: {})",
+                        known.join(", ")
+                    ));
                 }
             }
         }

@@ -323,7 +323,10 @@ async fn connect(config: &ClientConfig) -> Result<(Reader, Writer), String> {
             .map_err(|e| format!("connect: {e}"))?;
         let _ = stream.set_nodelay(true);
         let (r, w) = stream.into_split();
-        let mut read = FramedRead::new(r, EslCodec::new(super::codec::DEFAULT_MAX_HEADER, config.max_body));
+        let mut read = FramedRead::new(
+            r,
+            EslCodec::new(super::codec::DEFAULT_MAX_HEADER, config.max_body),
+        );
         let mut write = FramedWrite::new(w, EslCodec::default());
         let first = next_frame(&mut read).await?;
         match first.content_type {
@@ -340,7 +343,10 @@ async fn connect(config: &ClientConfig) -> Result<(Reader, Writer), String> {
             return Err("authentication failed: check freeswitch.password".into());
         }
         let mut names: Vec<&str> = config.events.iter().map(String::as_str).collect();
-        if !names.iter().any(|n| n.eq_ignore_ascii_case("BACKGROUND_JOB") || n.eq_ignore_ascii_case("ALL")) {
+        if !names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case("BACKGROUND_JOB") || n.eq_ignore_ascii_case("ALL"))
+        {
             names.push("BACKGROUND_JOB");
         }
         let event = Command::event(EventFormat::Plain, &names).map_err(|e| e.to_string())?;
@@ -429,7 +435,9 @@ fn on_frame(frame: Frame, pending: &Mutex<VecDeque<Pending>>, shared: &Shared) -
                     // A dropped receiver is a tombstone: the late reply is swallowed here.
                     let _ = p.reply.send(Ok(frame));
                 }
-                None => tracing::warn!(content_type = ?frame.content_type, "reply with no pending command, ignored"),
+                None => {
+                    tracing::warn!(content_type = ?frame.content_type, "reply with no pending command, ignored")
+                }
             }
         }
         ct if ct.is_event() => {
@@ -468,9 +476,15 @@ fn dispatch(event: Arc<Event>, shared: &Shared) {
     subs.retain(|s| match s.try_send(event.clone()) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {
-            let n = shared.stats.events_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = shared
+                .stats
+                .events_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if n.is_power_of_two() || n == 0 {
-                tracing::warn!(dropped_total = n + 1, "slow event subscriber: events dropped");
+                tracing::warn!(
+                    dropped_total = n + 1,
+                    "slow event subscriber: events dropped"
+                );
             }
             true
         }

@@ -78,7 +78,10 @@ impl Decoder for EslCodec {
                 State::Head { scanned } => {
                     if *scanned == 0 {
                         // FreeSWITCH and its peers tolerate stray line breaks between frames.
-                        let skip = src.iter().take_while(|b| **b == b'\n' || **b == b'\r').count();
+                        let skip = src
+                            .iter()
+                            .take_while(|b| **b == b'\n' || **b == b'\r')
+                            .count();
                         src.advance(skip);
                     }
                     let from = scanned.saturating_sub(1);
@@ -170,7 +173,11 @@ mod tests {
         while let Some(f) = codec.decode(&mut buf).unwrap() {
             out.push(f);
         }
-        assert!(buf.is_empty(), "left over: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            buf.is_empty(),
+            "left over: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         out
     }
 
@@ -201,7 +208,8 @@ mod tests {
     #[test]
     fn refuses_oversized_body_before_reserving() {
         let mut c = EslCodec::new(1024, 100);
-        let mut buf = BytesMut::from(&b"Content-Type: api/response\nContent-Length: 999999999999\n\n"[..]);
+        let mut buf =
+            BytesMut::from(&b"Content-Type: api/response\nContent-Length: 999999999999\n\n"[..]);
         let err = c.decode(&mut buf).unwrap_err();
         assert!(matches!(err, CodecError::BodyTooLarge { .. }), "{err}");
         assert!(buf.capacity() < 4096);
@@ -213,7 +221,10 @@ mod tests {
             let mut c = EslCodec::default();
             let raw = format!("Content-Type: api/response\nContent-Length: {cl}\n\nxx");
             let mut buf = BytesMut::from(raw.as_bytes());
-            assert!(matches!(c.decode(&mut buf), Err(CodecError::BadContentLength(_))), "{cl}");
+            assert!(
+                matches!(c.decode(&mut buf), Err(CodecError::BadContentLength(_))),
+                "{cl}"
+            );
         }
     }
 
@@ -221,13 +232,19 @@ mod tests {
     fn refuses_endless_header_block() {
         let mut c = EslCodec::new(64, 100);
         let mut buf = BytesMut::from(&[b'a'; 100][..]);
-        assert!(matches!(c.decode(&mut buf), Err(CodecError::HeaderTooLarge { .. })));
+        assert!(matches!(
+            c.decode(&mut buf),
+            Err(CodecError::HeaderTooLarge { .. })
+        ));
     }
 
     #[test]
     fn unknown_content_type_is_kept_not_fatal() {
         let mut c = EslCodec::default();
         let frames = decode_all(&mut c, b"Content-Type: text/weird\nContent-Length: 1\n\nx");
-        assert_eq!(frames[0].content_type, ContentType::Other("text/weird".into()));
+        assert_eq!(
+            frames[0].content_type,
+            ContentType::Other("text/weird".into())
+        );
     }
 }

@@ -137,7 +137,9 @@ impl Command {
     /// `event <format> <names...>`; `CUSTOM` may be followed by subclass names.
     pub fn event<S: AsRef<str>>(format: EventFormat, names: &[S]) -> Result<Self, CommandError> {
         if names.is_empty() {
-            return Err(CommandError::Empty { field: "event names" });
+            return Err(CommandError::Empty {
+                field: "event names",
+            });
         }
         let mut line = format!("event {}", format.as_str());
         for n in names {
@@ -316,14 +318,23 @@ mod tests {
             "bgapi status\nJob-UUID: 0c9e6c1a-4f0e-4b59-9a3c-2f1f7c0a1b11\n\n"
         );
         assert_eq!(
-            wire(&Command::event(EventFormat::Plain, &["CHANNEL_ANSWER", "BACKGROUND_JOB"]).unwrap()),
+            wire(
+                &Command::event(EventFormat::Plain, &["CHANNEL_ANSWER", "BACKGROUND_JOB"]).unwrap()
+            ),
             "event plain CHANNEL_ANSWER BACKGROUND_JOB\n\n"
         );
         assert_eq!(wire(&Command::linger(Some(2))), "linger 2\n\n");
         assert_eq!(
             wire(
-                &Command::sendmsg(None, &[("call-command", "hangup"), ("hangup-cause", "NORMAL_CLEARING")], None)
-                    .unwrap()
+                &Command::sendmsg(
+                    None,
+                    &[
+                        ("call-command", "hangup"),
+                        ("hangup-cause", "NORMAL_CLEARING")
+                    ],
+                    None
+                )
+                .unwrap()
             ),
             "sendmsg\ncall-command: hangup\nhangup-cause: NORMAL_CLEARING\n\n"
         );
@@ -341,7 +352,10 @@ mod tests {
     #[test]
     fn refuses_every_line_break_injection() {
         for evil in ["status\nexit", "status\r\napi x", "\n", "x\r"] {
-            assert!(matches!(Command::api(evil), Err(CommandError::LineBreak { .. })), "{evil:?}");
+            assert!(
+                matches!(Command::api(evil), Err(CommandError::LineBreak { .. })),
+                "{evil:?}"
+            );
             assert!(Command::bgapi(evil, "1234").is_err());
             assert!(Command::auth(evil).is_err());
             assert!(Command::filter("Unique-ID", evil).is_err());

@@ -154,7 +154,10 @@ mod tests {
         let e = Event::from_plain(body);
         assert_eq!(e.name().unwrap(), "BACKGROUND_JOB");
         assert_eq!(e.job_uuid().unwrap(), "95b3");
-        assert_eq!(e.header("job-command-arg").unwrap(), "{origination_uuid=x}user/1001 &park()");
+        assert_eq!(
+            e.header("job-command-arg").unwrap(),
+            "{origination_uuid=x}user/1001 &park()"
+        );
         assert_eq!(e.body_text(), "+OK ab\n");
     }
 

@@ -118,9 +118,12 @@ impl Headers {
 
     /// Every header in wire order, values decoded.
     pub fn iter(&self) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-        self.entries
-            .iter()
-            .map(|e| (String::from_utf8_lossy(&self.buf[e.name_range()]), self.decode(e)))
+        self.entries.iter().map(|e| {
+            (
+                String::from_utf8_lossy(&self.buf[e.name_range()]),
+                self.decode(e),
+            )
+        })
     }
 
     fn decode(&self, e: &Entry) -> Cow<'_, str> {

@@ -38,7 +38,11 @@ impl CallKind {
         }
     }
     fn parse(s: &str) -> Self {
-        if s == "dialer" { CallKind::Dialer } else { CallKind::Click2Call }
+        if s == "dialer" {
+            CallKind::Dialer
+        } else {
+            CallKind::Click2Call
+        }
     }
 }
 
@@ -91,7 +95,9 @@ impl Storage {
             ));
         }
         if !url.starts_with("sqlite:") {
-            return Err(StorageError::Unsupported(url.split(':').next().unwrap_or("").into()));
+            return Err(StorageError::Unsupported(
+                url.split(':').next().unwrap_or("").into(),
+            ));
         }
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -116,10 +122,11 @@ impl Storage {
         .await?;
         for (version, sql) in MIGRATIONS {
             let mut tx = self.pool.begin().await?;
-            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if done.is_some() {
                 continue;
             }
@@ -183,7 +190,12 @@ impl Storage {
     }
 
     /// Updates a call's state and, when given, its outcome.
-    pub async fn set_call_state(&self, id: &str, state: &str, outcome: Option<&str>) -> Result<(), StorageError> {
+    pub async fn set_call_state(
+        &self,
+        id: &str,
+        state: &str,
+        outcome: Option<&str>,
+    ) -> Result<(), StorageError> {
         sqlx::query("UPDATE calls SET state = $2, outcome = COALESCE($3, outcome) WHERE id = $1")
             .bind(id)
             .bind(state)
@@ -232,7 +244,11 @@ impl Storage {
     }
 
     /// Pending webhooks whose time has come, oldest first.
-    pub async fn due_webhooks(&self, now: i64, limit: i64) -> Result<Vec<OutboxEntry>, StorageError> {
+    pub async fn due_webhooks(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, StorageError> {
         let rows = sqlx::query(
             "SELECT id, call_id, url, state, attempts, created_at, next_attempt_at, last_error FROM outbox
              WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
@@ -262,7 +278,13 @@ impl Storage {
     }
 
     /// Records a failed attempt: retried at `next_attempt_at`, or dead when `dead`.
-    pub async fn mark_failed(&self, id: i64, error: &str, next_attempt_at: i64, dead: bool) -> Result<(), StorageError> {
+    pub async fn mark_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt_at: i64,
+        dead: bool,
+    ) -> Result<(), StorageError> {
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3,
              state = CASE WHEN $4 THEN 'dead' ELSE 'pending' END WHERE id = $1",
@@ -314,45 +336,87 @@ mod tests {
         s.close().await;
         // Reopening applies nothing twice and keeps data.
         let s = Storage::open(&url).await.unwrap();
-        s.insert_call("c1", CallKind::Click2Call, Some("1001"), Some("41988445566"), None, "ringing").await.unwrap();
+        s.insert_call(
+            "c1",
+            CallKind::Click2Call,
+            Some("1001"),
+            Some("41988445566"),
+            None,
+            "ringing",
+        )
+        .await
+        .unwrap();
         s.close().await;
         let s = Storage::open(&url).await.unwrap();
-        assert_eq!(s.find_call("c1").await.unwrap().unwrap().ramal.as_deref(), Some("1001"));
+        assert_eq!(
+            s.find_call("c1").await.unwrap().unwrap().ramal.as_deref(),
+            Some("1001")
+        );
     }
 
     #[tokio::test]
     async fn any_leg_finds_its_call() {
         let (_d, s, _) = temp().await;
-        s.insert_call("a", CallKind::Dialer, Some("1001"), Some("4199"), Some("CRM-1"), "answered").await.unwrap();
+        s.insert_call(
+            "a",
+            CallKind::Dialer,
+            Some("1001"),
+            Some("4199"),
+            Some("CRM-1"),
+            "answered",
+        )
+        .await
+        .unwrap();
         s.link_leg("b", "a").await.unwrap();
         let c = s.find_call("b").await.unwrap().unwrap();
         assert_eq!(c.id, "a");
         assert_eq!(c.kind, CallKind::Dialer);
         assert_eq!(c.crm_id.as_deref(), Some("CRM-1"));
         assert!(s.find_call("zzz").await.unwrap().is_none());
-        s.set_call_state("a", "ended", Some("NORMAL_CLEARING")).await.unwrap();
-        assert_eq!(s.find_call("a").await.unwrap().unwrap().outcome.as_deref(), Some("NORMAL_CLEARING"));
+        s.set_call_state("a", "ended", Some("NORMAL_CLEARING"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.find_call("a").await.unwrap().unwrap().outcome.as_deref(),
+            Some("NORMAL_CLEARING")
+        );
     }
 
     #[tokio::test]
     async fn outbox_holds_one_webhook_per_call_and_tracks_attempts() {
         let (_d, s, _) = temp().await;
-        assert!(s.enqueue_webhook("call-1", "http://x/?pid=1").await.unwrap());
-        assert!(!s.enqueue_webhook("call-1", "http://x/?pid=1").await.unwrap());
+        assert!(
+            s.enqueue_webhook("call-1", "http://x/?pid=1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.enqueue_webhook("call-1", "http://x/?pid=1")
+                .await
+                .unwrap()
+        );
         let due = s.due_webhooks(now_ms(), 10).await.unwrap();
         assert_eq!(due.len(), 1);
-        s.mark_failed(due[0].id, "http 500", now_ms() + 60_000, false).await.unwrap();
+        s.mark_failed(due[0].id, "http 500", now_ms() + 60_000, false)
+            .await
+            .unwrap();
         assert!(s.due_webhooks(now_ms(), 10).await.unwrap().is_empty());
         let later = s.due_webhooks(now_ms() + 61_000, 10).await.unwrap();
         assert_eq!(later[0].attempts, 1);
         assert_eq!(later[0].last_error.as_deref(), Some("http 500"));
         s.mark_delivered(later[0].id).await.unwrap();
-        assert_eq!(s.outbox_counts().await.unwrap(), vec![("delivered".to_string(), 1)]);
+        assert_eq!(
+            s.outbox_counts().await.unwrap(),
+            vec![("delivered".to_string(), 1)]
+        );
     }
 
     #[tokio::test]
     async fn postgres_urls_are_refused_clearly_for_now() {
-        let e = Storage::open("postgres://u:p@localhost/db").await.err().unwrap();
+        let e = Storage::open("postgres://u:p@localhost/db")
+            .await
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("postgres"));
     }
 }

@@ -59,13 +59,24 @@ fn every_capture_frames_exactly_as_the_capture_tool_recorded() {
             // A transcript may stop logging before the raw capture ends (04d stops at the
             // hang-up it waited for); every frame it did log must match ours exactly, and the codec
             // leaves no byte of the raw capture undecoded.
-            assert!(!sizes.is_empty() && sizes.len() <= ours.len(), "{name}: transcript lists more frames than we decode");
-            assert_eq!(ours[..sizes.len()], sizes[..], "{name}: frame boundaries differ from the transcript");
+            assert!(
+                !sizes.is_empty() && sizes.len() <= ours.len(),
+                "{name}: transcript lists more frames than we decode"
+            );
+            assert_eq!(
+                ours[..sizes.len()],
+                sizes[..],
+                "{name}: frame boundaries differ from the transcript"
+            );
             checked += 1;
         }
         for (f, _) in &frames {
             assert_ne!(f.content_type, ContentType::Missing, "{name}");
-            assert!(!matches!(f.content_type, ContentType::Other(_)), "{name}: {:?}", f.content_type);
+            assert!(
+                !matches!(f.content_type, ContentType::Other(_)),
+                "{name}: {:?}",
+                f.content_type
+            );
         }
     }
     assert!(checked >= 20, "only {checked} transcripts compared");
@@ -77,19 +88,30 @@ fn decodes_every_capture_fed_one_byte_at_a_time() {
         let whole: Vec<Frame> = decode_whole(&rx).into_iter().map(|(f, _)| f).collect();
         let bytewise = decode_chunked(&rx, &[1]);
         assert_eq!(whole.len(), bytewise.len(), "{name}");
-        assert!(whole.iter().zip(&bytewise).all(|(a, b)| same(a, b)), "{name}");
+        assert!(
+            whole.iter().zip(&bytewise).all(|(a, b)| same(a, b)),
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn decodes_small_captures_split_at_every_byte_boundary() {
-    for name in ["01_inbound_api", "01b_inbound_bad_auth", "05_inbound_exit", "04b_close_without_hangup_outbound_session"] {
+    for name in [
+        "01_inbound_api",
+        "01b_inbound_bad_auth",
+        "05_inbound_exit",
+        "04b_close_without_hangup_outbound_session",
+    ] {
         let rx = read_capture(&format!("{name}.rx.raw"));
         let whole: Vec<Frame> = decode_whole(&rx).into_iter().map(|(f, _)| f).collect();
         for split in 1..rx.len() {
             let parts = decode_chunked(&rx, &[split, rx.len()]);
             assert_eq!(parts.len(), whole.len(), "{name} split at {split}");
-            assert!(whole.iter().zip(&parts).all(|(a, b)| same(a, b)), "{name} split at {split}");
+            assert!(
+                whole.iter().zip(&parts).all(|(a, b)| same(a, b)),
+                "{name} split at {split}"
+            );
         }
     }
 }
@@ -100,7 +122,10 @@ fn decodes_large_captures_in_irregular_chunks() {
         let whole: Vec<Frame> = decode_whole(&rx).into_iter().map(|(f, _)| f).collect();
         for sizes in [&[7usize, 13, 1, 4096][..], &[3, 1000, 2], &[65536]] {
             let got = decode_chunked(&rx, sizes);
-            assert!(whole.len() == got.len() && whole.iter().zip(&got).all(|(a, b)| same(a, b)), "{name} {sizes:?}");
+            assert!(
+                whole.len() == got.len() && whole.iter().zip(&got).all(|(a, b)| same(a, b)),
+                "{name} {sizes:?}"
+            );
         }
     }
 }
@@ -129,9 +154,22 @@ fn every_captured_event_has_a_name() {
 fn plain_and_json_views_of_the_same_call_agree() {
     let plain = events("02a_originate_loopback9999_park_event_plain_ALL");
     let json = events("02a_originate_loopback9999_park_event_json_ALL");
-    let key = |e: &Event| (e.name().unwrap().into_owned(), e.unique_id().map(|u| u.into_owned()));
-    let p: Vec<_> = plain.iter().filter(|e| e.name().unwrap() != "BACKGROUND_JOB").map(key).collect();
-    let j: Vec<_> = json.iter().filter(|e| e.name().unwrap() != "BACKGROUND_JOB").map(key).collect();
+    let key = |e: &Event| {
+        (
+            e.name().unwrap().into_owned(),
+            e.unique_id().map(|u| u.into_owned()),
+        )
+    };
+    let p: Vec<_> = plain
+        .iter()
+        .filter(|e| e.name().unwrap() != "BACKGROUND_JOB")
+        .map(key)
+        .collect();
+    let j: Vec<_> = json
+        .iter()
+        .filter(|e| e.name().unwrap() != "BACKGROUND_JOB")
+        .map(key)
+        .collect();
     assert!(p.len() > 20);
     // Both connections saw the same call; each frame set must hold the same events.
     let mut ps = p.clone();
@@ -157,14 +195,33 @@ fn background_job_results_carry_their_inner_body() {
         .filter(|e| e.name().unwrap() == "BACKGROUND_JOB")
         .map(|e| e.body_text().trim().to_owned())
         .collect();
-    for cause in ["-ERR SUBSCRIBER_ABSENT", "-ERR USER_NOT_REGISTERED", "-ERR NO_ROUTE_DESTINATION", "-ERR CHAN_NOT_IMPLEMENTED", "-ERR NORMAL_TEMPORARY_FAILURE"] {
-        assert!(bodies.iter().any(|b| b == cause), "missing {cause} in {bodies:?}");
+    for cause in [
+        "-ERR SUBSCRIBER_ABSENT",
+        "-ERR USER_NOT_REGISTERED",
+        "-ERR NO_ROUTE_DESTINATION",
+        "-ERR CHAN_NOT_IMPLEMENTED",
+        "-ERR NORMAL_TEMPORARY_FAILURE",
+    ] {
+        assert!(
+            bodies.iter().any(|b| b == cause),
+            "missing {cause} in {bodies:?}"
+        );
     }
     let ok = events("06_sip_operator_click2call");
-    let job = ok.iter().find(|e| e.name().unwrap() == "BACKGROUND_JOB").unwrap();
-    assert_eq!(job.body_text(), "+OK 33c74a7d-a7d7-4947-94d0-d95bac1b228a\n");
+    let job = ok
+        .iter()
+        .find(|e| e.name().unwrap() == "BACKGROUND_JOB")
+        .unwrap();
+    assert_eq!(
+        job.body_text(),
+        "+OK 33c74a7d-a7d7-4947-94d0-d95bac1b228a\n"
+    );
     assert_eq!(job.header("Job-Command").unwrap(), "originate");
-    assert!(job.header("Job-Command-Arg").unwrap().contains("execute_on_answer='record_session /srv/fsdemo/recordings/sip/"));
+    assert!(
+        job.header("Job-Command-Arg")
+            .unwrap()
+            .contains("execute_on_answer='record_session /srv/fsdemo/recordings/sip/")
+    );
 }
 
 #[test]
@@ -184,14 +241,23 @@ fn outbound_connect_reply_is_one_block_with_decoded_reply_text() {
     let g = decode_whole(&read_capture("04g_nolinger_hangup_outbound_session.rx.raw"));
     let last = &g.last().unwrap().0;
     assert_eq!(last.content_type, ContentType::DisconnectNotice);
-    assert_eq!(last.headers.get("Content-Disposition").unwrap(), "disconnect");
+    assert_eq!(
+        last.headers.get("Content-Disposition").unwrap(),
+        "disconnect"
+    );
 }
 
 #[test]
 fn dialer_bridge_event_carries_the_crm_tag_and_the_operator() {
     let evs = events("07_dialer_bridge_to_sip_operator");
-    let bridge = evs.iter().find(|e| e.name().unwrap() == "CHANNEL_BRIDGE").expect("bridge seen");
+    let bridge = evs
+        .iter()
+        .find(|e| e.name().unwrap() == "CHANNEL_BRIDGE")
+        .expect("bridge seen");
     assert_eq!(bridge.variable("finaz_crm_id").unwrap(), "CRM-7001");
-    assert_eq!(bridge.header("Other-Leg-Destination-Number").unwrap(), "1001");
+    assert_eq!(
+        bridge.header("Other-Leg-Destination-Number").unwrap(),
+        "1001"
+    );
     assert!(bridge.header("Other-Leg-Unique-ID").is_some());
 }

@@ -15,7 +15,11 @@ const T: Duration = Duration::from_secs(5);
 
 fn config(addr: impl ToString) -> ClientConfig {
     let mut c = ClientConfig::new(addr.to_string(), "ClueCon");
-    c.events = vec!["CHANNEL_CREATE".into(), "CHANNEL_ANSWER".into(), "CHANNEL_PROGRESS".into()];
+    c.events = vec![
+        "CHANNEL_CREATE".into(),
+        "CHANNEL_ANSWER".into(),
+        "CHANNEL_PROGRESS".into(),
+    ];
     c.backoff_initial = Duration::from_millis(20);
     c.backoff_max = Duration::from_millis(200);
     c.request_timeout = Duration::from_secs(2);
@@ -35,8 +39,14 @@ async fn authenticates_and_subscribes_with_background_job() {
     let (client, stop) = connected(fs.addr()).await;
     let lines: Vec<String> = fs.received().into_iter().map(|r| r.line).collect();
     assert_eq!(lines[0], "auth ClueCon");
-    assert_eq!(lines[1], "event plain CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_PROGRESS BACKGROUND_JOB");
-    assert_eq!(client.api("status").await.unwrap().lines().nth(1).unwrap(), "FreeSWITCH (Version 1.10.12-release  64bit) is ready");
+    assert_eq!(
+        lines[1],
+        "event plain CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_PROGRESS BACKGROUND_JOB"
+    );
+    assert_eq!(
+        client.api("status").await.unwrap().lines().nth(1).unwrap(),
+        "FreeSWITCH (Version 1.10.12-release  64bit) is ready"
+    );
     stop.cancel();
 }
 
@@ -62,12 +72,16 @@ async fn concurrent_api_calls_each_get_their_own_reply() {
 #[tokio::test]
 async fn originate_job_result_reaches_its_caller_after_the_call_events() {
     let fs = StandIn::start().await;
-    fs.set_default(Outcome::Answer { ring: Duration::from_millis(50) });
+    fs.set_default(Outcome::Answer {
+        ring: Duration::from_millis(50),
+    });
     let (client, stop) = connected(fs.addr()).await;
     let mut events = client.subscribe(64);
     let call = uuid::Uuid::new_v4().to_string();
     let mut job = client
-        .bgapi(&format!("originate {{origination_uuid={call}}}user/1001 41988445566 XML default"))
+        .bgapi(&format!(
+            "originate {{origination_uuid={call}}}user/1001 41988445566 XML default"
+        ))
         .await
         .unwrap();
     let result = tokio::time::timeout(T, job.wait()).await.unwrap().unwrap();
@@ -78,7 +92,10 @@ async fn originate_job_result_reaches_its_caller_after_the_call_events() {
             names.push(e.name().unwrap().into_owned());
         }
     }
-    assert_eq!(names, ["CHANNEL_CREATE", "CHANNEL_PROGRESS", "CHANNEL_ANSWER"]);
+    assert_eq!(
+        names,
+        ["CHANNEL_CREATE", "CHANNEL_PROGRESS", "CHANNEL_ANSWER"]
+    );
     stop.cancel();
 }
 
@@ -92,7 +109,9 @@ where
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
-        s.write_all(b"Content-Type: auth/request\n\n").await.unwrap();
+        s.write_all(b"Content-Type: auth/request\n\n")
+            .await
+            .unwrap();
         let mut buf = Vec::new();
         let mut commands = Vec::new();
         while commands.len() < n + 2 {
@@ -104,7 +123,10 @@ where
                 let block = String::from_utf8(buf.drain(..end + 2).collect()).unwrap();
                 commands.push(block.trim_end().to_string());
                 match commands.len() {
-                    1 | 2 => s.write_all(b"Content-Type: command/reply\nReply-Text: +OK\n\n").await.unwrap(),
+                    1 | 2 => s
+                        .write_all(b"Content-Type: command/reply\nReply-Text: +OK\n\n")
+                        .await
+                        .unwrap(),
                     _ => {}
                 }
             }
@@ -120,7 +142,11 @@ where
 }
 
 fn api_frame(body: &str) -> Vec<u8> {
-    format!("Content-Type: api/response\nContent-Length: {}\n\n{body}", body.len()).into_bytes()
+    format!(
+        "Content-Type: api/response\nContent-Length: {}\n\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 #[tokio::test]
@@ -144,7 +170,11 @@ async fn bgapi_result_before_between_or_after_other_replies_reaches_its_caller()
         })
         .await;
         let (client, stop) = connected(addr).await;
-        let (a, job, b) = tokio::join!(client.api("first"), client.bgapi("status"), client.api("second"));
+        let (a, job, b) = tokio::join!(
+            client.api("first"),
+            client.bgapi("status"),
+            client.api("second")
+        );
         assert_eq!(a.unwrap(), "reply to api first\n", "position {position}");
         assert_eq!(b.unwrap(), "reply to api second\n", "position {position}");
         let mut job = job.unwrap();
@@ -159,7 +189,13 @@ async fn bgapi_result_before_between_or_after_other_replies_reaches_its_caller()
 async fn a_late_reply_after_a_timeout_is_not_given_to_the_next_request() {
     // The script answers only once both commands arrived: the first caller has given up by
     // then, so its slot must swallow the first reply and the second caller get the second.
-    let (addr, server) = scripted(2, |_cmds| vec![api_frame("late answer to slow\n"), api_frame("answer to fast\n")]).await;
+    let (addr, server) = scripted(2, |_cmds| {
+        vec![
+            api_frame("late answer to slow\n"),
+            api_frame("answer to fast\n"),
+        ]
+    })
+    .await;
     let stop = CancellationToken::new();
     let mut cfg = config(addr);
     cfg.request_timeout = Duration::from_millis(300);
@@ -181,21 +217,36 @@ async fn freeswitch_killed_mid_request_fails_fast_then_reconnects_and_resubscrib
     let mut events = client.subscribe(16);
     let mut job = client.bgapi("originate {origination_uuid=0b0b0b0b-0000-4000-8000-000000000001}user/1001 1 XML default").await.unwrap();
     fs.stop().await;
-    let lost = tokio::time::timeout(Duration::from_secs(1), job.wait()).await.expect("fails fast");
+    let lost = tokio::time::timeout(Duration::from_secs(1), job.wait())
+        .await
+        .expect("fails fast");
     assert_eq!(lost.unwrap_err(), ClientError::ConnectionLost);
     // While FreeSWITCH is down, requests are refused at once, not queued.
     let mut state = client.watch_state();
-    state.wait_for(|s| matches!(s, ConnectionState::Disconnected { .. })).await.unwrap();
+    state
+        .wait_for(|s| matches!(s, ConnectionState::Disconnected { .. }))
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     assert!(client.api("status").await.unwrap_err().is_disconnected());
     assert!(started.elapsed() < Duration::from_millis(100));
 
     fs.restart().await;
     assert!(client.wait_connected(T).await, "reconnected");
-    assert_eq!(fs.received_lines("event plain").len(), 2, "subscription sent again");
+    assert_eq!(
+        fs.received_lines("event plain").len(),
+        2,
+        "subscription sent again"
+    );
     assert!(client.api("status").await.unwrap().contains("is ready"));
-    fs.emit(&crate::support::captures::plain_event_body("06_sip_operator_click2call.rx.raw", "CHANNEL_ANSWER"));
-    let e = tokio::time::timeout(T, events.recv()).await.unwrap().unwrap();
+    fs.emit(&crate::support::captures::plain_event_body(
+        "06_sip_operator_click2call.rx.raw",
+        "CHANNEL_ANSWER",
+    ));
+    let e = tokio::time::timeout(T, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(e.name().unwrap(), "CHANNEL_ANSWER");
     assert_eq!(client.stats().reconnects.load(Ordering::Relaxed), 1);
     stop.cancel();
@@ -206,7 +257,10 @@ async fn a_slow_subscriber_loses_events_but_never_stalls_replies() {
     let fs = StandIn::start().await;
     let (client, stop) = connected(fs.addr()).await;
     let _never_read = client.subscribe(1);
-    let body = crate::support::captures::plain_event_body("06_sip_operator_click2call.rx.raw", "CHANNEL_CREATE");
+    let body = crate::support::captures::plain_event_body(
+        "06_sip_operator_click2call.rx.raw",
+        "CHANNEL_CREATE",
+    );
     for _ in 0..500 {
         fs.emit(&body);
     }
@@ -233,11 +287,17 @@ async fn malformed_or_oversized_frames_end_only_that_connection() {
         let (client, stop) = connected(fs.addr()).await;
         fs.emit_raw(garbage);
         let mut state = client.watch_state();
-        tokio::time::timeout(T, state.wait_for(|s| matches!(s, ConnectionState::Disconnected { .. })))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(client.wait_connected(T).await, "reconnects after a bad frame");
+        tokio::time::timeout(
+            T,
+            state.wait_for(|s| matches!(s, ConnectionState::Disconnected { .. })),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            client.wait_connected(T).await,
+            "reconnects after a bad frame"
+        );
         assert!(client.api("status").await.unwrap().contains("is ready"));
         stop.cancel();
     }
@@ -266,10 +326,16 @@ async fn shutdown_fails_pending_jobs_and_stops_the_client() {
     let stop = CancellationToken::new();
     let (client, task) = Client::spawn(config(fs.addr()), stop.clone());
     assert!(client.wait_connected(T).await);
-    let mut job = client.bgapi("originate {origination_uuid=0b0b0b0b-0000-4000-8000-000000000002}user/1 1").await.unwrap();
+    let mut job = client
+        .bgapi("originate {origination_uuid=0b0b0b0b-0000-4000-8000-000000000002}user/1 1")
+        .await
+        .unwrap();
     stop.cancel();
     tokio::time::timeout(T, task).await.unwrap().unwrap();
     assert!(job.wait().await.unwrap_err().is_disconnected());
     assert_eq!(client.state(), ConnectionState::Stopped);
-    assert_eq!(client.api("status").await.unwrap_err(), ClientError::NotConnected);
+    assert_eq!(
+        client.api("status").await.unwrap_err(),
+        ClientError::NotConnected
+    );
 }

@@ -2,5 +2,6 @@
 //! the captures, real HTTP.
 
 mod captures;
-mod support;
 mod client;
+mod service;
+mod support;

@@ -44,10 +44,19 @@ pub fn transcript_frame_sizes(name: &str) -> Option<Vec<usize>> {
 pub fn plain_event_body(file: &str, event_name: &str) -> String {
     let raw = String::from_utf8(read_capture(file)).expect("plain capture is utf-8");
     let needle = format!("\n\nEvent-Name: {event_name}\n");
-    let start = raw.find(&needle).unwrap_or_else(|| panic!("{event_name} not in {file}")) + 2;
+    let start = raw
+        .find(&needle)
+        .unwrap_or_else(|| panic!("{event_name} not in {file}"))
+        + 2;
     // The frame header just before it says how long the body is.
     let head = &raw[..start - 2];
     let cl_line = head.rfind("Content-Length: ").expect("content-length");
-    let len: usize = head[cl_line + 16..].lines().next().unwrap().trim().parse().unwrap();
+    let len: usize = head[cl_line + 16..]
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     raw[start..start + len].to_owned()
 }

@@ -339,9 +339,15 @@ async fn serve(
             }
             "api" => {
                 let body = match rest {
-                    "status" => "UP 0 years, 0 days\nFreeSWITCH (Version 1.10.12-release  64bit) is ready\n".to_string(),
+                    "status" => {
+                        "UP 0 years, 0 days\nFreeSWITCH (Version 1.10.12-release  64bit) is ready\n"
+                            .to_string()
+                    }
                     r if r.starts_with("uuid_getvar") => "-ERR No such channel!\n".to_string(),
-                    r => format!("-ERR {} Command not found!\n", r.split(' ').next().unwrap_or("")),
+                    r => format!(
+                        "-ERR {} Command not found!\n",
+                        r.split(' ').next().unwrap_or("")
+                    ),
                 };
                 let _ = tx.send(api_response(&body));
             }
@@ -440,7 +446,11 @@ async fn run_job(state: Arc<State>, conn: Arc<Conn>, job: String, arg: String) {
     let call = args
         .split("origination_uuid=")
         .nth(1)
-        .map(|s| s.chars().take_while(|c| c.is_ascii_hexdigit() || *c == '-').collect::<String>())
+        .map(|s| {
+            s.chars()
+                .take_while(|c| c.is_ascii_hexdigit() || *c == '-')
+                .collect::<String>()
+        })
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let outcome = {
         let scripted = state.outcomes.lock().unwrap();
@@ -461,15 +471,30 @@ async fn run_job(state: Arc<State>, conn: Arc<Conn>, job: String, arg: String) {
             send(captured(ok, "CHANNEL_PROGRESS", CAPTURED_CALL, &call));
             tokio::time::sleep(ring).await;
             send(captured(ok, "CHANNEL_ANSWER", CAPTURED_CALL, &call));
-            send(background_job(&job, "originate", args, &format!("+OK {call}\n")));
+            send(background_job(
+                &job,
+                "originate",
+                args,
+                &format!("+OK {call}\n"),
+            ));
         }
         Outcome::Busy => {
             send(captured(busy, "CHANNEL_CREATE", CAPTURED_BUSY_CALL, &call));
-            send(captured(busy, "CHANNEL_HANGUP_COMPLETE", CAPTURED_BUSY_CALL, &call));
+            send(captured(
+                busy,
+                "CHANNEL_HANGUP_COMPLETE",
+                CAPTURED_BUSY_CALL,
+                &call,
+            ));
             send(background_job(&job, "originate", args, "-ERR USER_BUSY\n"));
         }
         Outcome::Fail(cause) => {
-            send(background_job(&job, "originate", args, &format!("-ERR {cause}\n")));
+            send(background_job(
+                &job,
+                "originate",
+                args,
+                &format!("-ERR {cause}\n"),
+            ));
         }
         Outcome::Silent => {}
     }

@@ -1,0 +1,79 @@
+//! The operator's HTTP listener: `/healthz`, `/readyz` and `/metrics`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use warp::Filter;
+use warp::http::StatusCode;
+
+use crate::esl::{Client, ConnectionState};
+use crate::storage::Storage;
+
+/// What the admin endpoints look at.
+#[derive(Clone)]
+pub struct AdminState {
+    pub esl: Client,
+    pub storage: Storage,
+}
+
+/// Why the service is not ready, or `None` when it is.
+pub async fn not_ready_reason(state: &AdminState) -> Option<String> {
+    match state.esl.state() {
+        ConnectionState::Connected => {}
+        ConnectionState::Disconnected { reason } => {
+            return Some(format!("event socket not connected: {reason}"));
+        }
+        ConnectionState::Stopped => return Some("event socket client stopped".into()),
+    }
+    match tokio::time::timeout(Duration::from_secs(2), state.storage.ping()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("storage unusable: {e}")),
+        Err(_) => Some("storage did not answer within 2s".into()),
+    }
+}
+
+pub fn routes(
+    state: AdminState,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
+    let with_state = warp::any().map(move || state.clone());
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({ "status": "alive" })));
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_state.clone())
+        .then(|s: AdminState| async move {
+            match not_ready_reason(&s).await {
+                None => warp::reply::with_status(
+                    warp::reply::json(&serde_json::json!({ "status": "ready" })),
+                    StatusCode::OK,
+                ),
+                Some(reason) => warp::reply::with_status(
+                    warp::reply::json(
+                        &serde_json::json!({ "status": "not_ready", "reason": reason }),
+                    ),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                ),
+            }
+        });
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state)
+        .map(|s: AdminState| {
+            let mut out = String::new();
+            crate::metrics::render_esl(&mut out, s.esl.stats(), s.esl.is_connected());
+            warp::reply::with_header(out, "content-type", "text/plain; version=0.0.4")
+        });
+    healthz
+        .map(warp::Reply::into_response)
+        .or(readyz.map(warp::Reply::into_response))
+        .unify()
+        .or(metrics.map(warp::Reply::into_response))
+        .unify()
+        .recover(|_| async {
+            Ok::<_, Infallible>(warp::reply::with_status(
+                warp::reply::json(&serde_json::json!({ "error": "not_found" })),
+                StatusCode::NOT_FOUND,
+            ))
+        })
+}

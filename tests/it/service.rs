@@ -1,0 +1,255 @@
+//! The running service: in-process against the stand-in, and the real binary as an operator
+//! runs it (check-config, environment overrides, no FreeSWITCH, SIGTERM).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use finaz_freeswitch::app::Service;
+use finaz_freeswitch::config;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::standin::StandIn;
+
+const BIN: &str = env!("CARGO_BIN_EXE_finaz-freeswitch");
+
+fn write_config(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn readyz_follows_the_event_socket_and_metrics_count_commands() {
+    let mut fs = StandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[freeswitch]\naddress = \"{}\"\nreconnect_max_backoff = \"200ms\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            fs.addr(),
+            dir.path().join("s.db").display()
+        ),
+    );
+    let (_, cfg) = config::load(Some(&file)).unwrap();
+    let service = Service::start(cfg, CancellationToken::new()).await.unwrap();
+    let base = format!("http://{}", service.admin_addr);
+    assert!(service.esl.wait_connected(Duration::from_secs(5)).await);
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    assert_eq!(
+        get(&format!("{base}/readyz")).await,
+        (200, r#"{"status":"ready"}"#.to_string())
+    );
+    service.esl.api("status").await.unwrap();
+    let (status, metrics) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("finaz_esl_connected 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("finaz_esl_commands_sent_total 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("finaz_esl_command_latency_seconds_count 1\n"));
+
+    fs.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = get(&format!("{base}/readyz")).await;
+        if status == 503 {
+            assert!(body.contains("event socket not connected"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "readyz never went 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fs.restart().await;
+    assert!(service.esl.wait_connected(Duration::from_secs(5)).await);
+    assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
+    assert!(
+        get(&format!("{base}/metrics"))
+            .await
+            .1
+            .contains("finaz_esl_reconnects_total 1\n")
+    );
+    service.stop().await;
+}
+
+#[test]
+fn check_config_accepts_the_shipped_example_and_redacts_secrets() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/finaz-freeswitch.toml"
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", example])
+        .env("FINAZ_HTTP__CHAVE", "super-secret-chave")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.contains("click2call_path = \"/click2call\""),
+        "{printed}"
+    );
+    assert!(printed.contains("password = \"<redacted>\""));
+    assert!(printed.contains("chave = \"<redacted>\""));
+    assert!(!printed.contains("ClueCon") && !printed.contains("super-secret-chave"));
+    // What it prints is itself a valid configuration file.
+    let dir = tempfile::tempdir().unwrap();
+    let again = write_config(
+        dir.path(),
+        &printed.replace("\"<redacted>\"", "\"redacted-but-long\""),
+    );
+    let status = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&again)
+        .output()
+        .unwrap()
+        .status;
+    assert!(status.success());
+}
+
+#[test]
+fn environment_overrides_file_and_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), "[admin]\nlisten = \"127.0.0.1:7000\"\n");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .env("FINAZ_ADMIN__LISTEN", "127.0.0.1:7001")
+        .env("FINAZ_FINAZ__EMPRESA_ID", "123")
+        .env("FINAZ_HTTP__ALLOWED_IPS", "[]")
+        .env("FINAZ_DIALER__TRIGGER", "events")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("listen = \"127.0.0.1:7001\""), "{printed}");
+    assert!(printed.contains("empresa_id = \"123\""), "{printed}");
+    assert!(printed.contains("allowed_ips = []"), "{printed}");
+    assert!(printed.contains("trigger = \"events\""));
+}
+
+#[test]
+fn a_bad_file_lists_every_problem_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        "[http]\nlisen = \"0.0.0.0:1\"\n[freeswitch]\noriginate_timeout = \"soon\"\noperator_endpoint = \"user/{extension}\"\n[dialer]\ntrigger = \"sometimes\"\n[admin]\nlisten = \"nowhere\"\n[bogus]\nx = 1\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("lisen"), "{err}");
+    assert!(err.contains("[bogus]"), "{err}");
+    // Section-level errors stop typed checks, so fix them and look again for the rest.
+    let file = write_config(
+        dir.path(),
+        "[freeswitch]\noriginate_timeout = \"soon\"\noperator_endpoint = \"user/{extension}\"\n[dialer]\ntrigger = \"sometimes\"\n[admin]\nlisten = \"nowhere\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    for expected in [
+        "freeswitch.originate_timeout",
+        "must contain {ramal}",
+        "unknown placeholder {extension}",
+        "dialer.trigger",
+        "admin.listen",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    let missing = Command::new(BIN)
+        .args(["check-config", "--config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn binary_starts_without_freeswitch_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let nobody = free_port();
+    let file = write_config(
+        dir.path(),
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[freeswitch]\naddress = \"127.0.0.1:{nobody}\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            dir.path().join("s.db").display()
+        ),
+    );
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .env("FINAZ_FREESWITCH__PASSWORD", "never-logged-secret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{admin}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        if let Ok(r) = reqwest::get(&url).await {
+            assert_eq!(r.status().as_u16(), 503);
+            break r.text().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "service never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(body.contains("event socket not connected"), "{body}");
+    assert!(
+        dir.path().join("s.db").exists(),
+        "database created on first start"
+    );
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut logs = String::new();
+    use tokio::io::AsyncReadExt;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .await
+        .unwrap();
+    assert!(logs.contains("event socket connection failed"), "{logs}");
+    assert!(!logs.contains("never-logged-secret"));
+}
