@@ -3,5 +3,7 @@
 
 mod captures;
 mod client;
+mod codec_props;
+mod outbound;
 mod service;
 mod support;

@@ -4,4 +4,5 @@
 #![allow(dead_code)]
 
 pub mod captures;
+pub mod outbound_driver;
 pub mod standin;
