@@ -91,7 +91,9 @@ fn bench_decode() {
     let (rate2, _) = run(&mut codec, 3.0);
     let rss_after = rss_kib();
     println!("decode: {rate:.0} events/s, then {rate2:.0} events/s (one core)");
-    println!("decode: RSS {rss_before} KiB before, {rss_mid} KiB after 3 s, {rss_after} KiB after 6 s");
+    println!(
+        "decode: RSS {rss_before} KiB before, {rss_mid} KiB after 3 s, {rss_after} KiB after 6 s"
+    );
 }
 
 /// A fake FreeSWITCH that answers auth, event, api and bgapi, one command at a time.
@@ -111,7 +113,9 @@ async fn fake_freeswitch() -> std::net::SocketAddr {
             tokio::spawn(async move {
                 let (mut r, w) = sock.into_split();
                 let mut w = BufWriter::new(w);
-                w.write_all(b"Content-Type: auth/request\n\n").await.unwrap();
+                w.write_all(b"Content-Type: auth/request\n\n")
+                    .await
+                    .unwrap();
                 w.flush().await.unwrap();
                 let mut buf = Vec::with_capacity(65536);
                 let mut chunk = vec![0u8; 65536];
@@ -123,7 +127,9 @@ async fn fake_freeswitch() -> std::net::SocketAddr {
                     buf.extend_from_slice(&chunk[..n]);
                     let mut consumed = 0;
                     while let Some(end) = memchr::memmem::find(&buf[consumed..], b"\n\n") {
-                        let cmd = std::str::from_utf8(&buf[consumed..consumed + end]).unwrap().to_string();
+                        let cmd = std::str::from_utf8(&buf[consumed..consumed + end])
+                            .unwrap()
+                            .to_string();
                         consumed += end + 2;
                         let first = cmd.lines().next().unwrap_or("");
                         if first.starts_with("bgapi") {
@@ -132,17 +138,37 @@ async fn fake_freeswitch() -> std::net::SocketAddr {
                                 .find_map(|l| l.strip_prefix("Job-UUID: "))
                                 .map(str::to_string)
                                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-                            let reply = format!("Content-Type: command/reply\nReply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n");
+                            let reply = format!(
+                                "Content-Type: command/reply\nReply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n"
+                            );
                             let result = "+OK\n";
-                            let body = format!("{head}Job-UUID: {job}\nJob-Command: status\nContent-Length: {}\n\n{result}", result.len());
-                            let event = format!("Content-Length: {}\nContent-Type: text/event-plain\n\n{body}", body.len());
+                            let body = format!(
+                                "{head}Job-UUID: {job}\nJob-Command: status\nContent-Length: {}\n\n{result}",
+                                result.len()
+                            );
+                            let event = format!(
+                                "Content-Length: {}\nContent-Type: text/event-plain\n\n{body}",
+                                body.len()
+                            );
                             w.write_all(reply.as_bytes()).await.unwrap();
                             w.write_all(event.as_bytes()).await.unwrap();
                         } else if first.starts_with("api") {
                             let body = "+OK\n";
-                            w.write_all(format!("Content-Type: api/response\nContent-Length: {}\n\n{body}", body.len()).as_bytes()).await.unwrap();
+                            w.write_all(
+                                format!(
+                                    "Content-Type: api/response\nContent-Length: {}\n\n{body}",
+                                    body.len()
+                                )
+                                .as_bytes(),
+                            )
+                            .await
+                            .unwrap();
                         } else if first.starts_with("auth") {
-                            w.write_all(b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n").await.unwrap();
+                            w.write_all(
+                                b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n",
+                            )
+                            .await
+                            .unwrap();
                         } else {
                             w.write_all(b"Content-Type: command/reply\nReply-Text: +OK event listener enabled plain\n\n").await.unwrap();
                         }
@@ -160,7 +186,8 @@ async fn fake_freeswitch() -> std::net::SocketAddr {
 
 async fn bench_ours(addr: std::net::SocketAddr, total: usize, concurrency: usize) -> f64 {
     let stop = CancellationToken::new();
-    let (client, _task) = Client::spawn(ClientConfig::new(addr.to_string(), "ClueCon"), stop.clone());
+    let (client, _task) =
+        Client::spawn(ClientConfig::new(addr.to_string(), "ClueCon"), stop.clone());
     assert!(client.wait_connected(Duration::from_secs(5)).await);
     let left = Arc::new(AtomicUsize::new(total));
     let started = Instant::now();
@@ -168,7 +195,10 @@ async fn bench_ours(addr: std::net::SocketAddr, total: usize, concurrency: usize
     for _ in 0..concurrency {
         let (client, left) = (client.clone(), left.clone());
         tasks.push(tokio::spawn(async move {
-            while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
                 let mut job = client.bgapi("status").await.unwrap();
                 let done = job.wait().await.unwrap();
                 assert_eq!(done.body_text(), "+OK\n");
@@ -184,8 +214,10 @@ async fn bench_ours(addr: std::net::SocketAddr, total: usize, concurrency: usize
 }
 
 async fn bench_theirs(addr: std::net::SocketAddr, total: usize, concurrency: usize) -> f64 {
-    use freeswitch_esl_tokio::{EslClient, EslEventType, EventFormat};
-    let (client, mut events) = EslClient::connect(&addr.ip().to_string(), addr.port(), "ClueCon").await.unwrap();
+    use freeswitch_esl_tokio::{EslClient, EslEventType, EventFormat, HeaderLookup};
+    let (client, mut events) = EslClient::connect(&addr.ip().to_string(), addr.port(), "ClueCon")
+        .await
+        .unwrap();
     client
         .subscribe_events(EventFormat::Plain, [EslEventType::BackgroundJob])
         .await
@@ -208,8 +240,11 @@ async fn bench_theirs(addr: std::net::SocketAddr, total: usize, concurrency: usi
     for _ in 0..concurrency {
         let (client, left) = (client.clone(), left.clone());
         tasks.push(tokio::spawn(async move {
-            while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
-                client.bgapi("status").await.unwrap();
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                client.bgapi("status").await.unwrap().into_result().unwrap();
             }
         }));
     }
@@ -224,7 +259,10 @@ async fn bench_theirs(addr: std::net::SocketAddr, total: usize, concurrency: usi
 async fn main() {
     bench_decode();
     let addr = fake_freeswitch().await;
-    let total: usize = std::env::var("BENCH_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let total: usize = std::env::var("BENCH_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     // Warm-up of both clients and of the fake server.
     bench_ours(addr, 1000, 16).await;
     bench_theirs(addr, 1000, 16).await;

@@ -26,6 +26,21 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `check-config --config FILE` with extra environment; (exit code, stdout, stderr).
+fn check_config(file: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(file)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
 async fn get(url: &str) -> (u16, String) {
     let r = reqwest::get(url).await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
@@ -91,17 +106,9 @@ fn check_config_accepts_the_shipped_example_and_redacts_secrets() {
         env!("CARGO_MANIFEST_DIR"),
         "/examples/finaz-freeswitch.toml"
     );
-    let out = Command::new(BIN)
-        .args(["check-config", "--config", example])
-        .env("FINAZ_HTTP__CHAVE", "super-secret-chave")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8(out.stdout).unwrap();
+    let chave = [("FINAZ_HTTP__CHAVE", "super-secret-chave")];
+    let (code, printed, err) = check_config(example.as_ref(), &chave);
+    assert_eq!(code, Some(0), "{err}");
     assert!(
         printed.contains("click2call_path = \"/click2call\""),
         "{printed}"
@@ -115,34 +122,21 @@ fn check_config_accepts_the_shipped_example_and_redacts_secrets() {
         dir.path(),
         &printed.replace("\"<redacted>\"", "\"redacted-but-long\""),
     );
-    let status = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&again)
-        .output()
-        .unwrap()
-        .status;
-    assert!(status.success());
+    assert_eq!(check_config(&again, &[]).0, Some(0));
 }
 
 #[test]
 fn environment_overrides_file_and_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(dir.path(), "[admin]\nlisten = \"127.0.0.1:7000\"\n");
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&file)
-        .env("FINAZ_ADMIN__LISTEN", "127.0.0.1:7001")
-        .env("FINAZ_FINAZ__EMPRESA_ID", "123")
-        .env("FINAZ_HTTP__ALLOWED_IPS", "[]")
-        .env("FINAZ_DIALER__TRIGGER", "events")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8(out.stdout).unwrap();
+    let env = [
+        ("FINAZ_ADMIN__LISTEN", "127.0.0.1:7001"),
+        ("FINAZ_FINAZ__EMPRESA_ID", "123"),
+        ("FINAZ_HTTP__ALLOWED_IPS", "[]"),
+        ("FINAZ_DIALER__TRIGGER", "events"),
+    ];
+    let (code, printed, err) = check_config(&file, &env);
+    assert_eq!(code, Some(0), "{err}");
     assert!(printed.contains("listen = \"127.0.0.1:7001\""), "{printed}");
     assert!(printed.contains("empresa_id = \"123\""), "{printed}");
     assert!(printed.contains("allowed_ips = []"), "{printed}");
@@ -156,13 +150,8 @@ fn a_bad_file_lists_every_problem_and_fails() {
         dir.path(),
         "[http]\nlisen = \"0.0.0.0:1\"\n[freeswitch]\noriginate_timeout = \"soon\"\noperator_endpoint = \"user/{extension}\"\n[dialer]\ntrigger = \"sometimes\"\n[admin]\nlisten = \"nowhere\"\n[bogus]\nx = 1\n",
     );
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let (code, _, err) = check_config(&file, &[]);
+    assert_eq!(code, Some(1));
     assert!(err.contains("lisen"), "{err}");
     assert!(err.contains("[bogus]"), "{err}");
     // Section-level errors stop typed checks, so fix them and look again for the rest.
@@ -170,13 +159,8 @@ fn a_bad_file_lists_every_problem_and_fails() {
         dir.path(),
         "[freeswitch]\noriginate_timeout = \"soon\"\noperator_endpoint = \"user/{extension}\"\n[dialer]\ntrigger = \"sometimes\"\n[admin]\nlisten = \"nowhere\"\n",
     );
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let (code, _, err) = check_config(&file, &[]);
+    assert_eq!(code, Some(1));
     for expected in [
         "freeswitch.originate_timeout",
         "must contain {ramal}",
@@ -186,11 +170,7 @@ fn a_bad_file_lists_every_problem_and_fails() {
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
-    let missing = Command::new(BIN)
-        .args(["check-config", "--config", "/nonexistent.toml"])
-        .output()
-        .unwrap();
-    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(check_config("/nonexistent.toml".as_ref(), &[]).0, Some(1));
 }
 
 #[tokio::test]
