@@ -244,7 +244,8 @@ async fn bench_theirs(addr: std::net::SocketAddr, total: usize, concurrency: usi
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok()
             {
-                client.bgapi("status").await.unwrap().into_result().unwrap();
+                let reply = client.bgapi("status").await.unwrap().into_result().unwrap();
+                assert!(reply.job_uuid().is_some());
             }
         }));
     }
