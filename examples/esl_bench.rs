@@ -184,30 +184,45 @@ async fn fake_freeswitch() -> std::net::SocketAddr {
     addr
 }
 
-async fn bench_ours(addr: std::net::SocketAddr, total: usize, concurrency: usize) -> f64 {
-    let stop = CancellationToken::new();
-    let (client, _task) =
-        Client::spawn(ClientConfig::new(addr.to_string(), "ClueCon"), stop.clone());
-    assert!(client.wait_connected(Duration::from_secs(5)).await);
+/// Runs `total` calls of `call`, shared by `concurrency` tasks, and waits for all of them.
+async fn run_callers<F, Fut>(total: usize, concurrency: usize, call: F)
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let left = Arc::new(AtomicUsize::new(total));
-    let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (client, left) = (client.clone(), left.clone());
+        let (call, left) = (call.clone(), left.clone());
         tasks.push(tokio::spawn(async move {
             while left
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok()
             {
-                let mut job = client.bgapi("status").await.unwrap();
-                let done = job.wait().await.unwrap();
-                assert_eq!(done.body_text(), "+OK\n");
+                call().await;
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
+}
+
+async fn bench_ours(addr: std::net::SocketAddr, total: usize, concurrency: usize) -> f64 {
+    let stop = CancellationToken::new();
+    let (client, _task) =
+        Client::spawn(ClientConfig::new(addr.to_string(), "ClueCon"), stop.clone());
+    assert!(client.wait_connected(Duration::from_secs(5)).await);
+    let started = Instant::now();
+    run_callers(total, concurrency, move || {
+        let client = client.clone();
+        async move {
+            let mut job = client.bgapi("status").await.unwrap();
+            let done = job.wait().await.unwrap();
+            assert_eq!(done.body_text(), "+OK\n");
+        }
+    })
+    .await;
     let rate = total as f64 / started.elapsed().as_secs_f64();
     stop.cancel();
     rate
@@ -222,6 +237,8 @@ async fn bench_theirs(addr: std::net::SocketAddr, total: usize, concurrency: usi
         .subscribe_events(EventFormat::Plain, [EslEventType::BackgroundJob])
         .await
         .unwrap();
+    // Held until every result is in: dropping the last handle would close the event stream.
+    let keep_open = client.clone();
     let started = Instant::now();
     // Their results come on the event stream; count them until every job has answered.
     let collector = tokio::spawn(async move {
@@ -235,25 +252,18 @@ async fn bench_theirs(addr: std::net::SocketAddr, total: usize, concurrency: usi
         }
         seen
     });
-    let left = Arc::new(AtomicUsize::new(total));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (client, left) = (client.clone(), left.clone());
-        tasks.push(tokio::spawn(async move {
-            while left
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                let reply = client.bgapi("status").await.unwrap().into_result().unwrap();
-                assert!(reply.job_uuid().is_some());
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    run_callers(total, concurrency, move || {
+        let client = client.clone();
+        async move {
+            let reply = client.bgapi("status").await.unwrap().into_result().unwrap();
+            assert!(reply.job_uuid().is_some());
+        }
+    })
+    .await;
     assert_eq!(collector.await.unwrap(), total);
-    total as f64 / started.elapsed().as_secs_f64()
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    drop(keep_open);
+    rate
 }
 
 #[tokio::main]

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::esl::{Client, ClientConfig};
 use crate::storage::Storage;
 
@@ -43,9 +43,12 @@ impl Service {
     /// Opens storage, binds the listeners and starts every task. Fails only on what cannot
     /// heal by itself (a port in use, an unusable database); FreeSWITCH being down is fine.
     pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
-        let storage = Storage::open(&config.storage_url)
-            .await
-            .with_context(|| format!("opening storage {}", redact_url(&config.storage_url)))?;
+        let storage = Storage::open(&config.storage_url).await.with_context(|| {
+            format!(
+                "opening storage {}",
+                config::redact_url(&config.storage_url)
+            )
+        })?;
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("binding admin.listen {}", config.admin_listen))?;
@@ -98,13 +101,5 @@ impl Service {
         }
         self.storage.close().await;
         tracing::info!("service stopped");
-    }
-}
-
-/// A database URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if s < at => format!("{}://<redacted>{}", &url[..s], &url[at..]),
-        _ => url.to_string(),
     }
 }

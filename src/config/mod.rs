@@ -154,6 +154,14 @@ pub fn load(file: Option<&Path>) -> Result<(RawConfig, Config), ConfigErrors> {
     Ok((raw, config))
 }
 
+/// A URL without its credentials (`postgres://<redacted>@host/db`), for output and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if s < at => format!("{}://<redacted>{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
 /// Parses `500ms`, `30s`, `5m`, `24h`, `7d` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -209,6 +217,15 @@ pub fn placeholders(template: &str) -> Result<Vec<&str>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_url_credentials() {
+        assert_eq!(
+            redact_url("postgres://u:p@db:5432/x"),
+            "postgres://<redacted>@db:5432/x"
+        );
+        assert_eq!(redact_url("sqlite://finaz.db"), "sqlite://finaz.db");
+    }
 
     #[test]
     fn parses_durations() {

@@ -229,16 +229,7 @@ impl RawConfig {
         if c.http.chave.is_some() {
             c.http.chave = Some("<redacted>".into());
         }
-        if let Some(i) = c.storage.url.find('@')
-            && let Some(scheme_end) = c.storage.url.find("://")
-            && scheme_end < i
-        {
-            c.storage.url = format!(
-                "{}://<redacted>{}",
-                &c.storage.url[..scheme_end],
-                &c.storage.url[i..]
-            );
-        }
+        c.storage.url = redact_url(&c.storage.url);
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
