@@ -229,7 +229,7 @@ async fn freeswitch_killed_mid_request_fails_fast_then_reconnects_and_resubscrib
         .unwrap();
     let started = std::time::Instant::now();
     assert!(client.api("status").await.unwrap_err().is_disconnected());
-    assert!(started.elapsed() < Duration::from_millis(100));
+    assert!(started.elapsed() < Duration::from_millis(500));
 
     fs.restart().await;
     assert!(client.wait_connected(T).await, "reconnected");
