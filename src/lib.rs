@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod domain;
 pub mod esl;
 pub mod logging;
 pub mod metrics;

@@ -1,0 +1,3 @@
+//! The call domain: values from Finaz, validated to a strict shape before anything uses them.
+
+pub mod values;
