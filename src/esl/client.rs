@@ -5,8 +5,8 @@
 //! (only it writes, so slot order is wire order); the reader pops a slot for every
 //! `command/reply` or `api/response`. A caller that gave up leaves its slot behind as a
 //! tombstone that swallows the late reply, so nothing is ever matched to the wrong request.
-//! `bgapi` waiters are keyed by a Job-UUID we choose and registered before the command is
-//! queued. Events go to subscribers with `try_send`: a full subscriber loses the event (counted),
+//! `bgapi` waiters are keyed by a Job-UUID we choose and registered by the writer in the same
+//! step as the write, so they belong to the connection that carries the command. Events go to subscribers with `try_send`: a full subscriber loses the event (counted),
 //! FreeSWITCH is never stalled. On any loss of the connection every waiter fails with
 //! [`ClientError::ConnectionLost`], and a supervisor reconnects with capped, jittered backoff and
 //! subscribes again.
@@ -83,6 +83,9 @@ struct Shared {
 struct Request {
     command: Command,
     reply: oneshot::Sender<Result<Frame, ClientError>>,
+    /// A bgapi's result waiter, registered by the writer just before the command is written,
+    /// so it belongs to the connection that carries the command.
+    job: Option<(String, JobWaiter)>,
 }
 
 struct Pending {
@@ -162,12 +165,24 @@ impl Client {
 
     /// Sends a command and returns its reply frame.
     pub async fn command(&self, command: Command) -> Result<Frame, ClientError> {
+        self.send(command, None).await
+    }
+
+    async fn send(
+        &self,
+        command: Command,
+        job: Option<(String, JobWaiter)>,
+    ) -> Result<Frame, ClientError> {
         if !self.is_connected() {
             return Err(ClientError::NotConnected);
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request { command, reply })
+            .send(Request {
+                command,
+                reply,
+                job,
+            })
             .await
             .map_err(|_| ClientError::Stopped)?;
         match tokio::time::timeout(self.request_timeout, rx).await {
@@ -188,22 +203,19 @@ impl Client {
     }
 
     /// `bgapi <cmd>`: returns once FreeSWITCH accepted the job; await [`Job::wait`] for its
-    /// result. The waiter exists before the command is written, so no result can be missed.
+    /// result. The writer registers the waiter in the same step as it writes the command, so
+    /// no result can be missed, and a command that never reached a connection never leaves a
+    /// waiter failed by another connection's loss.
     pub async fn bgapi(&self, cmd: &str) -> Result<Job, ClientError> {
         let uuid = uuid::Uuid::new_v4().to_string();
         let command = Command::bgapi(cmd, &uuid)?;
         let (tx, rx) = oneshot::channel();
-        self.shared
-            .jobs
-            .lock()
-            .expect("lock")
-            .insert(uuid.clone(), tx);
         let job = Job {
-            uuid,
+            uuid: uuid.clone(),
             rx,
             shared: self.shared.clone(),
         };
-        let reply = self.command(command).await?;
+        let reply = self.send(command, Some((uuid, tx))).await?;
         if !reply.is_ok() {
             let text = reply.reply_text().unwrap_or_default().into_owned();
             return Err(ClientError::Refused(text));
@@ -396,6 +408,11 @@ async fn run_connection(
         while let Some(first) = rx.recv().await {
             let mut next = Some(first);
             while let Some(req) = next.take() {
+                if let Some((uuid, waiter)) = req.job
+                    && !waiter.is_closed()
+                {
+                    shared.jobs.lock().expect("lock").insert(uuid, waiter);
+                }
                 pending.lock().expect("lock").push_back(Pending {
                     reply: req.reply,
                     written_at: Instant::now(),
