@@ -35,18 +35,8 @@ pub struct Command {
     line: String,
     headers: Vec<(String, String)>,
     body: Option<Bytes>,
-    kind: CommandKind,
-}
-
-/// What reply a command gets, so the client can route it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommandKind {
-    Auth,
-    Api,
-    BgApi,
-    Connect,
-    Exit,
-    Other,
+    /// The line holds a password: never shown by `Debug`.
+    secret: bool,
 }
 
 fn no_line_break(field: &'static str, v: &str) -> Result<(), CommandError> {
@@ -94,18 +84,20 @@ fn job_uuid(v: &str) -> Result<(), CommandError> {
 }
 
 impl Command {
-    fn simple(line: String, kind: CommandKind) -> Self {
+    fn simple(line: String) -> Self {
         Command {
             line,
             headers: Vec::new(),
             body: None,
-            kind,
+            secret: false,
         }
     }
 
     pub fn auth(password: &str) -> Result<Self, CommandError> {
         no_line_break("password", password)?;
-        Ok(Self::simple(format!("auth {password}"), CommandKind::Auth))
+        let mut c = Self::simple(format!("auth {password}"));
+        c.secret = true;
+        Ok(c)
     }
 
     /// `api <cmd>`: runs synchronously on FreeSWITCH's side of this connection.
@@ -116,7 +108,7 @@ impl Command {
                 field: "api command",
             });
         }
-        Ok(Self::simple(format!("api {cmd}"), CommandKind::Api))
+        Ok(Self::simple(format!("api {cmd}")))
     }
 
     /// `bgapi <cmd>` with a caller-chosen `Job-UUID`, so the result can be awaited before
@@ -129,7 +121,7 @@ impl Command {
             });
         }
         job_uuid(job)?;
-        let mut c = Self::simple(format!("bgapi {cmd}"), CommandKind::BgApi);
+        let mut c = Self::simple(format!("bgapi {cmd}"));
         c.headers.push(("Job-UUID".into(), job.into()));
         Ok(c)
     }
@@ -147,7 +139,7 @@ impl Command {
             line.push(' ');
             line.push_str(n.as_ref());
         }
-        Ok(Self::simple(line, CommandKind::Other))
+        Ok(Self::simple(line))
     }
 
     pub fn nixevent<S: AsRef<str>>(names: &[S]) -> Result<Self, CommandError> {
@@ -157,21 +149,18 @@ impl Command {
             line.push(' ');
             line.push_str(n.as_ref());
         }
-        Ok(Self::simple(line, CommandKind::Other))
+        Ok(Self::simple(line))
     }
 
     pub fn noevents() -> Self {
-        Self::simple("noevents".into(), CommandKind::Other)
+        Self::simple("noevents".into())
     }
 
     /// `filter <header> <value>`; the value may hold spaces (regexes) but no line break.
     pub fn filter(header: &str, value: &str) -> Result<Self, CommandError> {
         header_name("filter header", header)?;
         no_line_break("filter value", value)?;
-        Ok(Self::simple(
-            format!("filter {header} {value}"),
-            CommandKind::Other,
-        ))
+        Ok(Self::simple(format!("filter {header} {value}")))
     }
 
     pub fn filter_delete(header: &str, value: Option<&str>) -> Result<Self, CommandError> {
@@ -182,7 +171,7 @@ impl Command {
             line.push(' ');
             line.push_str(v);
         }
-        Ok(Self::simple(line, CommandKind::Other))
+        Ok(Self::simple(line))
     }
 
     /// `myevents [uuid] [format]`; without a uuid it is the outbound session's own call.
@@ -197,7 +186,7 @@ impl Command {
             line.push(' ');
             line.push_str(f.as_str());
         }
-        Ok(Self::simple(line, CommandKind::Other))
+        Ok(Self::simple(line))
     }
 
     pub fn linger(seconds: Option<u32>) -> Self {
@@ -205,24 +194,24 @@ impl Command {
             Some(s) => format!("linger {s}"),
             None => "linger".into(),
         };
-        Self::simple(line, CommandKind::Other)
+        Self::simple(line)
     }
 
     pub fn nolinger() -> Self {
-        Self::simple("nolinger".into(), CommandKind::Other)
+        Self::simple("nolinger".into())
     }
 
     pub fn resume() -> Self {
-        Self::simple("resume".into(), CommandKind::Other)
+        Self::simple("resume".into())
     }
 
     /// The first command of an outbound session; its reply is the channel data.
     pub fn connect() -> Self {
-        Self::simple("connect".into(), CommandKind::Connect)
+        Self::simple("connect".into())
     }
 
     pub fn exit() -> Self {
-        Self::simple("exit".into(), CommandKind::Exit)
+        Self::simple("exit".into())
     }
 
     /// `sendmsg [uuid]` with headers; an argument too long or multi-line for a header goes
@@ -238,7 +227,7 @@ impl Command {
             line.push(' ');
             line.push_str(u);
         }
-        let mut c = Self::simple(line, CommandKind::Other);
+        let mut c = Self::simple(line);
         for (n, v) in headers {
             header_name("sendmsg header name", n)?;
             no_line_break("sendmsg header value", v)?;
@@ -249,18 +238,6 @@ impl Command {
             c.body = Some(Bytes::copy_from_slice(b.as_bytes()));
         }
         Ok(c)
-    }
-
-    pub fn kind(&self) -> CommandKind {
-        self.kind
-    }
-
-    /// The Job-UUID header of a `bgapi`.
-    pub fn job_uuid(&self) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == "Job-UUID")
-            .map(|(_, v)| v.as_str())
     }
 
     /// The exact bytes this command puts on the wire.
@@ -287,7 +264,7 @@ impl Command {
 impl fmt::Debug for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The password must never reach a log line.
-        let line = if self.kind == CommandKind::Auth {
+        let line = if self.secret {
             "auth <redacted>"
         } else {
             &self.line
