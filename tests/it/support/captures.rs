@@ -1,6 +1,8 @@
 //! Reads the byte-exact FreeSWITCH captures kept in `tests/captures/`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 
 pub fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/captures")
@@ -40,8 +42,21 @@ pub fn transcript_frame_sizes(name: &str) -> Option<Vec<usize>> {
 }
 
 /// The body of the first plain event named `event_name` in a capture (the event-plain block
-/// inside the frame), for the stand-in to replay.
+/// inside the frame), for the stand-in to replay. Cached: the stand-in asks for the same few
+/// events on every originate, and re-reading a 40 KB capture each time is wasted I/O.
 pub fn plain_event_body(file: &str, event_name: &str) -> String {
+    static CACHE: OnceLock<Mutex<HashMap<(String, String), String>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (file.to_string(), event_name.to_string());
+    if let Some(body) = cache.lock().unwrap().get(&key) {
+        return body.clone();
+    }
+    let body = find_plain_event_body(file, event_name);
+    cache.lock().unwrap().insert(key, body.clone());
+    body
+}
+
+fn find_plain_event_body(file: &str, event_name: &str) -> String {
     let raw = String::from_utf8(read_capture(file)).expect("plain capture is utf-8");
     let needle = format!("\n\nEvent-Name: {event_name}\n");
     let start = raw
