@@ -49,6 +49,21 @@ fn same(a: &Frame, b: &Frame) -> bool {
         && a.headers.iter().collect::<Vec<_>>() == b.headers.iter().collect::<Vec<_>>()
 }
 
+/// The frames of a whole capture, decoded in one go: the reference for split decodes.
+fn frames(rx: &[u8]) -> Vec<Frame> {
+    decode_whole(rx).into_iter().map(|(f, _)| f).collect()
+}
+
+/// Asserts that decoding `rx` in `chunks` gives exactly `reference`.
+fn assert_chunked_same(rx: &[u8], chunks: &[usize], reference: &[Frame], context: &str) {
+    let got = decode_chunked(rx, chunks);
+    assert_eq!(got.len(), reference.len(), "{context}");
+    assert!(
+        reference.iter().zip(&got).all(|(a, b)| same(a, b)),
+        "{context}"
+    );
+}
+
 #[test]
 fn every_capture_frames_exactly_as_the_capture_tool_recorded() {
     let mut checked = 0;
@@ -85,13 +100,7 @@ fn every_capture_frames_exactly_as_the_capture_tool_recorded() {
 #[test]
 fn decodes_every_capture_fed_one_byte_at_a_time() {
     for (name, rx) in all_rx() {
-        let whole: Vec<Frame> = decode_whole(&rx).into_iter().map(|(f, _)| f).collect();
-        let bytewise = decode_chunked(&rx, &[1]);
-        assert_eq!(whole.len(), bytewise.len(), "{name}");
-        assert!(
-            whole.iter().zip(&bytewise).all(|(a, b)| same(a, b)),
-            "{name}"
-        );
+        assert_chunked_same(&rx, &[1], &frames(&rx), &name);
     }
 }
 
@@ -104,13 +113,13 @@ fn decodes_small_captures_split_at_every_byte_boundary() {
         "04b_close_without_hangup_outbound_session",
     ] {
         let rx = read_capture(&format!("{name}.rx.raw"));
-        let whole: Vec<Frame> = decode_whole(&rx).into_iter().map(|(f, _)| f).collect();
+        let whole = frames(&rx);
         for split in 1..rx.len() {
-            let parts = decode_chunked(&rx, &[split, rx.len()]);
-            assert_eq!(parts.len(), whole.len(), "{name} split at {split}");
-            assert!(
-                whole.iter().zip(&parts).all(|(a, b)| same(a, b)),
-                "{name} split at {split}"
+            assert_chunked_same(
+                &rx,
+                &[split, rx.len()],
+                &whole,
+                &format!("{name} split at {split}"),
             );
         }
     }
@@ -119,13 +128,9 @@ fn decodes_small_captures_split_at_every_byte_boundary() {
 #[test]
 fn decodes_large_captures_in_irregular_chunks() {
     for (name, rx) in all_rx() {
-        let whole: Vec<Frame> = decode_whole(&rx).into_iter().map(|(f, _)| f).collect();
+        let whole = frames(&rx);
         for sizes in [&[7usize, 13, 1, 4096][..], &[3, 1000, 2], &[65536]] {
-            let got = decode_chunked(&rx, sizes);
-            assert!(
-                whole.len() == got.len() && whole.iter().zip(&got).all(|(a, b)| same(a, b)),
-                "{name} {sizes:?}"
-            );
+            assert_chunked_same(&rx, sizes, &whole, &format!("{name} {sizes:?}"));
         }
     }
 }
