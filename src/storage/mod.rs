@@ -46,6 +46,53 @@ impl CallKind {
     }
 }
 
+/// Where a call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    /// Asked of FreeSWITCH, nothing heard yet.
+    Originating,
+    /// The operator's phone rings.
+    Ringing,
+    Answered,
+    /// Hung up after it was up.
+    Ended,
+    /// Never came up (busy, not registered, no answer...); the outcome says why.
+    Failed,
+}
+
+impl CallState {
+    fn as_str(self) -> &'static str {
+        match self {
+            CallState::Originating => "originating",
+            CallState::Ringing => "ringing",
+            CallState::Answered => "answered",
+            CallState::Ended => "ended",
+            CallState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "ringing" => CallState::Ringing,
+            "answered" => CallState::Answered,
+            "ended" => CallState::Ended,
+            "failed" => CallState::Failed,
+            _ => CallState::Originating,
+        }
+    }
+}
+
+/// A call to record: named fields, so a ramal can never be stored as a telefone.
+#[derive(Debug, Clone, Copy)]
+pub struct NewCall<'a> {
+    pub id: &'a str,
+    pub kind: CallKind,
+    pub ramal: Option<&'a str>,
+    pub telefone: Option<&'a str>,
+    pub crm_id: Option<&'a str>,
+    pub state: CallState,
+}
+
 /// A call as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallRecord {
@@ -54,7 +101,7 @@ pub struct CallRecord {
     pub ramal: Option<String>,
     pub telefone: Option<String>,
     pub crm_id: Option<String>,
-    pub state: String,
+    pub state: CallState,
     pub outcome: Option<String>,
     pub recording_path: Option<String>,
     pub recording_state: Option<String>,
@@ -149,30 +196,22 @@ impl Storage {
     }
 
     /// Records a new call and its first leg (the call id is a leg uuid too).
-    pub async fn insert_call(
-        &self,
-        id: &str,
-        kind: CallKind,
-        ramal: Option<&str>,
-        telefone: Option<&str>,
-        crm_id: Option<&str>,
-        state: &str,
-    ) -> Result<(), StorageError> {
+    pub async fn insert_call(&self, call: NewCall<'_>) -> Result<(), StorageError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO calls (id, kind, ramal, telefone, crm_id, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(id)
-        .bind(kind.as_str())
-        .bind(ramal)
-        .bind(telefone)
-        .bind(crm_id)
-        .bind(state)
+        .bind(call.id)
+        .bind(call.kind.as_str())
+        .bind(call.ramal)
+        .bind(call.telefone)
+        .bind(call.crm_id)
+        .bind(call.state.as_str())
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO call_legs (leg_id, call_id) VALUES ($1, $1) ON CONFLICT (leg_id) DO NOTHING")
-            .bind(id)
+            .bind(call.id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -193,12 +232,12 @@ impl Storage {
     pub async fn set_call_state(
         &self,
         id: &str,
-        state: &str,
+        state: CallState,
         outcome: Option<&str>,
     ) -> Result<(), StorageError> {
         sqlx::query("UPDATE calls SET state = $2, outcome = COALESCE($3, outcome) WHERE id = $1")
             .bind(id)
-            .bind(state)
+            .bind(state.as_str())
             .bind(outcome)
             .execute(&self.pool)
             .await?;
@@ -220,7 +259,7 @@ impl Storage {
             ramal: r.get(2),
             telefone: r.get(3),
             crm_id: r.get(4),
-            state: r.get(5),
+            state: CallState::parse(r.get::<&str, _>(5)),
             outcome: r.get(6),
             recording_path: r.get(7),
             recording_state: r.get(8),
@@ -336,14 +375,14 @@ mod tests {
         s.close().await;
         // Reopening applies nothing twice and keeps data.
         let s = Storage::open(&url).await.unwrap();
-        s.insert_call(
-            "c1",
-            CallKind::Click2Call,
-            Some("1001"),
-            Some("41988445566"),
-            None,
-            "ringing",
-        )
+        s.insert_call(NewCall {
+            id: "c1",
+            kind: CallKind::Click2Call,
+            ramal: Some("1001"),
+            telefone: Some("41988445566"),
+            crm_id: None,
+            state: CallState::Ringing,
+        })
         .await
         .unwrap();
         s.close().await;
@@ -357,14 +396,14 @@ mod tests {
     #[tokio::test]
     async fn any_leg_finds_its_call() {
         let (_d, s, _) = temp().await;
-        s.insert_call(
-            "a",
-            CallKind::Dialer,
-            Some("1001"),
-            Some("4199"),
-            Some("CRM-1"),
-            "answered",
-        )
+        s.insert_call(NewCall {
+            id: "a",
+            kind: CallKind::Dialer,
+            ramal: Some("1001"),
+            telefone: Some("4199"),
+            crm_id: Some("CRM-1"),
+            state: CallState::Answered,
+        })
         .await
         .unwrap();
         s.link_leg("b", "a").await.unwrap();
@@ -372,8 +411,9 @@ mod tests {
         assert_eq!(c.id, "a");
         assert_eq!(c.kind, CallKind::Dialer);
         assert_eq!(c.crm_id.as_deref(), Some("CRM-1"));
+        assert_eq!(c.state, CallState::Answered);
         assert!(s.find_call("zzz").await.unwrap().is_none());
-        s.set_call_state("a", "ended", Some("NORMAL_CLEARING"))
+        s.set_call_state("a", CallState::Ended, Some("NORMAL_CLEARING"))
             .await
             .unwrap();
         assert_eq!(
