@@ -7,6 +7,7 @@ use figment::{Figment, Provider};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::*;
+use crate::domain::originate::OriginatePlan;
 
 /// Accepts a string or a number: environment values such as `FINAZ_FINAZ__EMPRESA_ID=123`
 /// arrive as numbers.
@@ -302,41 +303,6 @@ impl RawConfig {
         if fs.password.is_empty() || fs.password.contains(['\n', '\r']) {
             errs.push("freeswitch.password must be one non-empty line".into());
         }
-        template(
-            &mut errs,
-            "freeswitch.operator_endpoint",
-            &fs.operator_endpoint,
-            &["ramal"],
-            &["ramal"],
-        );
-        template(
-            &mut errs,
-            "freeswitch.customer_destination",
-            &fs.customer_destination,
-            &["telefone"],
-            &["telefone", "ramal"],
-        );
-        if fs.operator_endpoint.contains(char::is_whitespace) {
-            errs.push(
-                "freeswitch.operator_endpoint must not contain spaces (it is one dial string)"
-                    .into(),
-            );
-        }
-        if fs.customer_destination.split_whitespace().count() > 3 {
-            errs.push(
-                "freeswitch.customer_destination is \"<extension> [dialplan] [context]\"".into(),
-            );
-        }
-        for (key, v) in [
-            ("freeswitch.caller_id_name", &fs.caller_id_name),
-            ("freeswitch.caller_id_number", &fs.caller_id_number),
-        ] {
-            if v.contains(['\n', '\r', ',', '{', '}', '\'', '^', '|']) {
-                errs.push(format!(
-                    "{key} contains a character not allowed in a dial string"
-                ));
-            }
-        }
         let trigger = match self.dialer.trigger.as_str() {
             "socket" => DialerTrigger::Socket,
             "events" => DialerTrigger::Events,
@@ -397,6 +363,29 @@ impl RawConfig {
                 LogFormat::Text
             }
         };
+        let freeswitch = FreeswitchConfig {
+            address: fs.address.clone(),
+            password: Secret(fs.password.clone()),
+            operator_endpoint: fs.operator_endpoint.clone(),
+            customer_destination: fs.customer_destination.clone(),
+            caller_id_name: fs.caller_id_name.clone(),
+            caller_id_number: fs.caller_id_number.clone(),
+            originate_timeout,
+            originate_response_timeout,
+            connect_timeout,
+            request_timeout,
+            reconnect_max_backoff,
+        };
+        let recordings = RecordingsConfig {
+            dir: PathBuf::from(&self.recordings.dir),
+            record_click2call: self.recordings.record_click2call,
+            stereo: self.recordings.stereo,
+        };
+        // Originate templates and the recording path end up on a command line: checked by
+        // the code that builds it.
+        if let Err(plan_errs) = OriginatePlan::new(&freeswitch, &recordings) {
+            errs.extend(plan_errs);
+        }
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
@@ -412,24 +401,8 @@ impl RawConfig {
                 double_click_window,
             },
             admin_listen,
-            freeswitch: FreeswitchConfig {
-                address: fs.address.clone(),
-                password: Secret(fs.password.clone()),
-                operator_endpoint: fs.operator_endpoint.clone(),
-                customer_destination: fs.customer_destination.clone(),
-                caller_id_name: fs.caller_id_name.clone(),
-                caller_id_number: fs.caller_id_number.clone(),
-                originate_timeout,
-                originate_response_timeout,
-                connect_timeout,
-                request_timeout,
-                reconnect_max_backoff,
-            },
-            recordings: RecordingsConfig {
-                dir: PathBuf::from(&self.recordings.dir),
-                record_click2call: self.recordings.record_click2call,
-                stereo: self.recordings.stereo,
-            },
+            freeswitch,
+            recordings,
             dialer: DialerConfig {
                 listen: dialer_listen,
                 trigger,

@@ -1,3 +1,4 @@
 //! The call domain: values from Finaz, validated to a strict shape before anything uses them.
 
+pub mod originate;
 pub mod values;

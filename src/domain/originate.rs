@@ -1,0 +1,543 @@
+//! The one place that turns a click2call into `originate` command text for FreeSWITCH.
+//!
+//! The inputs are validated types ([`Ramal`], [`Telefone`], [`CallId`]) and templates checked
+//! once at startup ([`OriginatePlan::new`]); every value written into the `{...}` variable
+//! block goes through [`push_var`], which refuses anything that could end the value, the
+//! block or the line. So no byte from a request can add a variable, a second dial string, an
+//! application or a command.
+
+use std::fmt::Write;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::values::{CallId, Ramal, Telefone};
+use crate::config::{FreeswitchConfig, RecordingsConfig};
+
+/// A template split into literal text and the validated values it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Ramal,
+    Telefone,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Template(Vec<Piece>);
+
+impl Template {
+    /// Parses `{ramal}` / `{telefone}` placeholders; literal text must satisfy `allowed`.
+    fn parse(
+        key: &str,
+        raw: &str,
+        known: &[&str],
+        allowed: fn(char) -> bool,
+        what: &str,
+    ) -> Result<Self, String> {
+        let mut pieces = Vec::new();
+        let mut rest = raw;
+        while !rest.is_empty() {
+            let (text, after) = match rest.find('{') {
+                Some(open) => (&rest[..open], Some(&rest[open + 1..])),
+                None => (rest, None),
+            };
+            if let Some(bad) = text.chars().find(|c| !allowed(*c)) {
+                return Err(format!("{key} = {raw:?}: {bad:?} is not allowed ({what})"));
+            }
+            if !text.is_empty() {
+                pieces.push(Piece::Text(text.to_string()));
+            }
+            let Some(after) = after else { break };
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("{key} = {raw:?}: unclosed '{{'"))?;
+            let name = &after[..close];
+            if !known.contains(&name) {
+                return Err(format!(
+                    "{key} = {raw:?}: unknown placeholder {{{name}}} (known: {})",
+                    known.join(", ")
+                ));
+            }
+            pieces.push(match name {
+                "ramal" => Piece::Ramal,
+                _ => Piece::Telefone,
+            });
+            rest = &after[close + 1..];
+        }
+        Ok(Template(pieces))
+    }
+
+    fn has(&self, piece: &Piece) -> bool {
+        self.0.contains(piece)
+    }
+
+    fn render(&self, ramal: &Ramal, telefone: &Telefone) -> String {
+        let mut out = String::new();
+        for p in &self.0 {
+            out.push_str(match p {
+                Piece::Text(t) => t,
+                Piece::Ramal => ramal.as_str(),
+                Piece::Telefone => telefone.as_str(),
+            });
+        }
+        out
+    }
+}
+
+/// Characters of a dial string outside placeholders: `sofia/internal/1001@pbx.example;transport=tcp`.
+fn dial_string_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_-.@:/+=;".contains(c)
+}
+
+/// An extension in a dialplan: digits, letters and the usual `+*#` prefixes.
+fn extension_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_-.+*#".contains(c)
+}
+
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_-.".contains(c)
+}
+
+fn caller_id_name_char(c: char) -> bool {
+    c.is_alphanumeric() || " _-.+@".contains(c)
+}
+
+fn caller_id_number_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_-.+*#".contains(c)
+}
+
+fn path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "/_-.".contains(c)
+}
+
+/// Why a value could not be written into the variable block.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("channel variable {name}: value holds {bad:?}, which could escape the variable block")]
+pub struct UnsafeValue {
+    pub name: &'static str,
+    pub bad: char,
+}
+
+/// Appends `name=value` to a `{...}` block, quoting values with spaces. Refuses (whatever its
+/// caller validated) any character that ends a value, a block, a quote or a line, starts a
+/// delimiter change (`^^`) or a variable expansion (`$`), or joins dial strings (`|`, `&`).
+pub fn push_var(out: &mut String, name: &'static str, value: &str) -> Result<(), UnsafeValue> {
+    if let Some(bad) = value
+        .chars()
+        .find(|c| c.is_control() || ",{}[]'\"^|&$\\<>`".contains(*c))
+    {
+        return Err(UnsafeValue { name, bad });
+    }
+    if !out.ends_with('{') {
+        out.push(',');
+    }
+    if value.contains(' ') {
+        let _ = write!(out, "{name}='{value}'");
+    } else {
+        let _ = write!(out, "{name}={value}");
+    }
+    Ok(())
+}
+
+/// How click2calls are originated, checked once from the configuration.
+#[derive(Debug, Clone)]
+pub struct OriginatePlan {
+    operator_endpoint: Template,
+    extension: Template,
+    dialplan: Option<String>,
+    context: Option<String>,
+    caller_id_name: Template,
+    caller_id_number: Template,
+    timeout: Duration,
+    recordings: Option<PathBuf>,
+    stereo: bool,
+}
+
+/// What one originate will do: the command text and where its recording will be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Originate {
+    /// `originate {...}user/1001 41988445566 XML default`, for `bgapi`.
+    pub command: String,
+    /// The file FreeSWITCH records the call to, when recording is on.
+    pub recording_path: Option<PathBuf>,
+}
+
+impl OriginatePlan {
+    /// Checks every template and path; `Err` lists each problem with its config key.
+    pub fn new(fs: &FreeswitchConfig, rec: &RecordingsConfig) -> Result<Self, Vec<String>> {
+        let mut errs = Vec::new();
+        fn take(errs: &mut Vec<String>, r: Result<Template, String>) -> Template {
+            r.unwrap_or_else(|e| {
+                errs.push(e);
+                Template(Vec::new())
+            })
+        }
+        let operator_endpoint = take(
+            &mut errs,
+            Template::parse(
+                "freeswitch.operator_endpoint",
+                &fs.operator_endpoint,
+                &["ramal"],
+                dial_string_char,
+                "one dial string: letters, digits and _-.@:/+=;",
+            ),
+        );
+        let mut words = fs.customer_destination.split_whitespace();
+        let extension = take(
+            &mut errs,
+            Template::parse(
+                "freeswitch.customer_destination",
+                words.next().unwrap_or(""),
+                &["telefone", "ramal"],
+                extension_char,
+                "\"<extension> [dialplan] [context]\"; the extension may hold letters, digits and _-.+*#",
+            ),
+        );
+        let dialplan = words.next().map(str::to_string);
+        let context = words.next().map(str::to_string);
+        if words.next().is_some() {
+            errs.push(format!(
+                "freeswitch.customer_destination = {:?} must be \"<extension> [dialplan] [context]\"",
+                fs.customer_destination
+            ));
+        }
+        for word in dialplan.iter().chain(context.iter()) {
+            if !word.chars().all(name_char) {
+                errs.push(format!(
+                    "freeswitch.customer_destination: dialplan and context are names (letters, digits, _-.), not {word:?}"
+                ));
+            }
+        }
+        let caller_id_name = take(
+            &mut errs,
+            Template::parse(
+                "freeswitch.caller_id_name",
+                &fs.caller_id_name,
+                &["telefone", "ramal"],
+                caller_id_name_char,
+                "letters, digits, spaces and _-.+@",
+            ),
+        );
+        let caller_id_number = take(
+            &mut errs,
+            Template::parse(
+                "freeswitch.caller_id_number",
+                &fs.caller_id_number,
+                &["telefone", "ramal"],
+                caller_id_number_char,
+                "letters, digits and _-.+*#",
+            ),
+        );
+        if !operator_endpoint.has(&Piece::Ramal) && !fs.operator_endpoint.is_empty() {
+            errs.push(format!(
+                "freeswitch.operator_endpoint = {:?} must contain {{ramal}}",
+                fs.operator_endpoint
+            ));
+        }
+        if !extension.has(&Piece::Telefone) && !fs.customer_destination.is_empty() {
+            errs.push(format!(
+                "freeswitch.customer_destination = {:?} must contain {{telefone}}",
+                fs.customer_destination
+            ));
+        }
+        if fs.originate_timeout.as_secs() == 0 {
+            errs.push("freeswitch.originate_timeout must be at least 1s".into());
+        }
+        let recordings = if rec.record_click2call {
+            match check_recordings_dir(&rec.dir) {
+                Ok(()) => Some(rec.dir.clone()),
+                Err(e) => {
+                    errs.push(e);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(OriginatePlan {
+            operator_endpoint,
+            extension,
+            dialplan,
+            context,
+            caller_id_name,
+            caller_id_number,
+            timeout: fs.originate_timeout,
+            recordings,
+            stereo: rec.stereo,
+        })
+    }
+
+    /// The originate for one click2call whose channel uuid (and call id) is `call`.
+    /// `day` is `(year, month, day)` for the recording's sub-directory.
+    pub fn render(
+        &self,
+        call: &CallId,
+        ramal: &Ramal,
+        telefone: &Telefone,
+        day: (i32, u32, u32),
+    ) -> Result<Originate, UnsafeValue> {
+        let mut cmd = String::from("originate {");
+        push_var(&mut cmd, "origination_uuid", call.as_str())?;
+        push_var(&mut cmd, "finaz_callid", call.as_str())?;
+        push_var(&mut cmd, "finaz_ramal", ramal.as_str())?;
+        push_var(&mut cmd, "finaz_telefone", telefone.as_str())?;
+        push_var(
+            &mut cmd,
+            "originate_timeout",
+            &self.timeout.as_secs().to_string(),
+        )?;
+        let name = self.caller_id_name.render(ramal, telefone);
+        if !name.is_empty() {
+            push_var(&mut cmd, "origination_caller_id_name", &name)?;
+        }
+        let number = self.caller_id_number.render(ramal, telefone);
+        if !number.is_empty() {
+            push_var(&mut cmd, "origination_caller_id_number", &number)?;
+        }
+        let recording_path = self.recordings.as_ref().map(|dir| {
+            let (y, m, d) = day;
+            dir.join(format!("{y:04}"))
+                .join(format!("{m:02}"))
+                .join(format!("{d:02}"))
+                .join(format!("{}.wav", call.as_str()))
+        });
+        if let Some(path) = &recording_path {
+            if self.stereo {
+                push_var(&mut cmd, "record_stereo", "true")?;
+            }
+            // A literal path: FreeSWITCH refuses ${...} in variables sent over the socket.
+            let path = path.to_str().unwrap_or_default();
+            push_var(
+                &mut cmd,
+                "execute_on_answer",
+                &format!("record_session {path}"),
+            )?;
+        }
+        cmd.push('}');
+        cmd.push_str(&self.operator_endpoint.render(ramal, telefone));
+        cmd.push(' ');
+        cmd.push_str(&self.extension.render(ramal, telefone));
+        for word in self.dialplan.iter().chain(self.context.iter()) {
+            cmd.push(' ');
+            cmd.push_str(word);
+        }
+        Ok(Originate {
+            command: cmd,
+            recording_path,
+        })
+    }
+}
+
+/// `recordings.dir` ends up inside a command line: absolute, plain characters, no `..`.
+fn check_recordings_dir(dir: &Path) -> Result<(), String> {
+    let s = dir.to_str().unwrap_or("");
+    let plain = !s.is_empty() && s.chars().all(path_char);
+    let normal = dir.is_absolute()
+        && dir
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if plain && normal {
+        Ok(())
+    } else {
+        Err(format!(
+            "recordings.dir = {:?} must be an absolute path of letters, digits and /_-. without '..' (FreeSWITCH gets it on a command line), or set recordings.record_click2call = false",
+            dir.display()
+        ))
+    }
+}
+
+/// The UTC calendar day of a Unix time in milliseconds (days-to-civil, H. Hinnant).
+pub fn utc_day(unix_ms: i64) -> (i32, u32, u32) {
+    let z = unix_ms.div_euclid(86_400_000) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn plan_with(
+        edit: impl FnOnce(&mut FreeswitchConfig, &mut RecordingsConfig),
+    ) -> Result<OriginatePlan, Vec<String>> {
+        let (_, mut c) = config::load(None).unwrap();
+        edit(&mut c.freeswitch, &mut c.recordings);
+        OriginatePlan::new(&c.freeswitch, &c.recordings)
+    }
+
+    fn call() -> CallId {
+        CallId::parse("33c74a7d-a7d7-4947-94d0-d95bac1b228a").unwrap()
+    }
+
+    #[test]
+    fn default_plan_renders_the_captured_shape() {
+        let plan = plan_with(|_, _| {}).unwrap();
+        let o = plan
+            .render(
+                &call(),
+                &Ramal::parse("1001").unwrap(),
+                &Telefone::parse("(41) 98844-5566").unwrap(),
+                (2026, 11, 26),
+            )
+            .unwrap();
+        assert_eq!(
+            o.command,
+            "originate {origination_uuid=33c74a7d-a7d7-4947-94d0-d95bac1b228a,\
+             finaz_callid=33c74a7d-a7d7-4947-94d0-d95bac1b228a,finaz_ramal=1001,\
+             finaz_telefone=41988445566,originate_timeout=30,origination_caller_id_name=Finaz,\
+             execute_on_answer='record_session /var/lib/freeswitch/recordings/2026/11/26/\
+             33c74a7d-a7d7-4947-94d0-d95bac1b228a.wav'}user/1001 41988445566 XML default"
+        );
+        assert_eq!(
+            o.recording_path.unwrap(),
+            PathBuf::from(
+                "/var/lib/freeswitch/recordings/2026/11/26/33c74a7d-a7d7-4947-94d0-d95bac1b228a.wav"
+            )
+        );
+    }
+
+    #[test]
+    fn stereo_caller_id_templates_and_no_recording() {
+        let plan = plan_with(|fs, rec| {
+            rec.stereo = true;
+            fs.caller_id_name = "Cliente {telefone}".into();
+            fs.caller_id_number = "{telefone}".into();
+            fs.operator_endpoint = "sofia/internal/{ramal}@pbx.example;transport=tcp".into();
+            fs.customer_destination = "0{telefone} XML clientes".into();
+        })
+        .unwrap();
+        let o = plan
+            .render(
+                &call(),
+                &Ramal::parse("agent.7").unwrap(),
+                &Telefone::parse("41988445566").unwrap(),
+                (2026, 1, 2),
+            )
+            .unwrap();
+        assert!(o.command.contains(",origination_caller_id_name='Cliente 41988445566',origination_caller_id_number=41988445566,record_stereo=true,execute_on_answer='record_session /var/lib/freeswitch/recordings/2026/01/02/"), "{}", o.command);
+        assert!(
+            o.command.ends_with(
+                "}sofia/internal/agent.7@pbx.example;transport=tcp 041988445566 XML clientes"
+            ),
+            "{}",
+            o.command
+        );
+        let plan = plan_with(|_, rec| rec.record_click2call = false).unwrap();
+        let o = plan
+            .render(
+                &call(),
+                &Ramal::parse("1001").unwrap(),
+                &Telefone::parse("41988445566").unwrap(),
+                (2026, 1, 2),
+            )
+            .unwrap();
+        assert!(!o.command.contains("record_session"));
+        assert_eq!(o.recording_path, None);
+    }
+
+    #[test]
+    fn unsafe_templates_are_refused_at_startup_with_their_key() {
+        let cases: Vec<(
+            Box<dyn Fn(&mut FreeswitchConfig, &mut RecordingsConfig)>,
+            &str,
+        )> = vec![
+            (
+                Box::new(|fs, _| fs.operator_endpoint = "user/{ramal},user/666".into()),
+                "freeswitch.operator_endpoint",
+            ),
+            (
+                Box::new(|fs, _| fs.operator_endpoint = "{x}user/{ramal}".into()),
+                "unknown placeholder",
+            ),
+            (
+                Box::new(|fs, _| fs.operator_endpoint = "user/1001".into()),
+                "must contain {ramal}",
+            ),
+            (
+                Box::new(|fs, _| fs.operator_endpoint = "user/${ramal}".into()),
+                "freeswitch.operator_endpoint",
+            ),
+            (
+                Box::new(|fs, _| fs.customer_destination = "&park()".into()),
+                "freeswitch.customer_destination",
+            ),
+            (
+                Box::new(|fs, _| fs.customer_destination = "{telefone} XML default extra".into()),
+                "customer_destination",
+            ),
+            (
+                Box::new(|fs, _| fs.customer_destination = "{telefone} XML def'ault".into()),
+                "dialplan and context",
+            ),
+            (
+                Box::new(|fs, _| fs.caller_id_name = "a'b".into()),
+                "freeswitch.caller_id_name",
+            ),
+            (
+                Box::new(|fs, _| fs.caller_id_number = "1,2".into()),
+                "freeswitch.caller_id_number",
+            ),
+            (
+                Box::new(|_, rec| rec.dir = "relative/dir".into()),
+                "recordings.dir",
+            ),
+            (
+                Box::new(|_, rec| rec.dir = "/var/rec/../../etc".into()),
+                "recordings.dir",
+            ),
+            (
+                Box::new(|_, rec| rec.dir = "/var/my recordings".into()),
+                "recordings.dir",
+            ),
+        ];
+        for (edit, expect) in cases {
+            let errs = plan_with(|fs, rec| edit(fs, rec)).unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.contains(expect)),
+                "{expect}: {errs:?}"
+            );
+        }
+        // A bad recordings.dir is fine when the adapter does not record.
+        assert!(
+            plan_with(|_, rec| {
+                rec.dir = "relative".into();
+                rec.record_click2call = false;
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn push_var_refuses_every_escape_whatever_the_caller_checked() {
+        for bad in [
+            "a\nb", "a\rb", "a,b", "a}b", "a{b", "a'b", "a\"b", "^^:a", "a|b", "a&b", "${x}",
+            "a\\b", "a\0b", "a[b", "a]b",
+        ] {
+            let mut out = String::from("{");
+            assert!(push_var(&mut out, "v", bad).is_err(), "{bad:?}");
+            assert_eq!(out, "{", "nothing written for {bad:?}");
+        }
+        let mut out = String::from("{");
+        push_var(&mut out, "a", "1").unwrap();
+        push_var(&mut out, "b", "two words").unwrap();
+        assert_eq!(out, "{a=1,b='two words'");
+    }
+
+    #[test]
+    fn utc_days() {
+        assert_eq!(utc_day(0), (1970, 1, 1));
+        assert_eq!(utc_day(1_795_651_200_000), (2026, 11, 26));
+        assert_eq!(utc_day(951_782_400_000), (2000, 2, 29));
+        assert_eq!(utc_day(-1), (1969, 12, 31));
+    }
+}
