@@ -447,10 +447,8 @@ mod tests {
 
     #[test]
     fn unsafe_templates_are_refused_at_startup_with_their_key() {
-        let cases: Vec<(
-            Box<dyn Fn(&mut FreeswitchConfig, &mut RecordingsConfig)>,
-            &str,
-        )> = vec![
+        type Edit = Box<dyn Fn(&mut FreeswitchConfig, &mut RecordingsConfig)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|fs, _| fs.operator_endpoint = "user/{ramal},user/666".into()),
                 "freeswitch.operator_endpoint",
