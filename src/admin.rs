@@ -6,7 +6,10 @@ use std::time::Duration;
 use warp::Filter;
 use warp::http::StatusCode;
 
+use std::sync::Arc;
+
 use crate::esl::{Client, ConnectionState};
+use crate::http::stats::HttpStats;
 use crate::storage::Storage;
 
 /// What the admin endpoints look at.
@@ -14,6 +17,7 @@ use crate::storage::Storage;
 pub struct AdminState {
     pub esl: Client,
     pub storage: Storage,
+    pub http: Arc<HttpStats>,
 }
 
 /// Why the service is not ready, or `None` when it is.
@@ -62,6 +66,7 @@ pub fn routes(
         .map(|s: AdminState| {
             let mut out = String::new();
             crate::metrics::render_esl(&mut out, s.esl.stats(), s.esl.is_connected());
+            s.http.render(&mut out);
             warp::reply::with_header(out, "content-type", "text/plain; version=0.0.4")
         });
     healthz

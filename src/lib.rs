@@ -5,9 +5,11 @@
 
 pub mod admin;
 pub mod app;
+pub mod click2call;
 pub mod config;
 pub mod domain;
 pub mod esl;
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod storage;

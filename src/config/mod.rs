@@ -30,6 +30,10 @@ pub struct ConfigErrors(pub Vec<String>);
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -52,6 +56,8 @@ pub struct HttpConfig {
     pub trusted_proxies: Vec<IpNet>,
     pub max_body_bytes: u64,
     pub double_click_window: Duration,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_window: Duration,
 }
 
 #[derive(Debug, Clone)]

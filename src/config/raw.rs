@@ -56,6 +56,7 @@ pub struct RawHttp {
     pub trusted_proxies: Vec<String>,
     pub max_body_bytes: u64,
     pub double_click_window: String,
+    pub idempotency_window: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -255,6 +256,7 @@ impl RawConfig {
             })
         };
         let double_click_window = dur("http.double_click_window", &self.http.double_click_window);
+        let idempotency_window = dur("http.idempotency_window", &self.http.idempotency_window);
         let fs = &self.freeswitch;
         let originate_timeout = dur("freeswitch.originate_timeout", &fs.originate_timeout);
         let originate_response_timeout = dur(
@@ -399,6 +401,7 @@ impl RawConfig {
                 trusted_proxies,
                 max_body_bytes: self.http.max_body_bytes,
                 double_click_window,
+                idempotency_window,
             },
             admin_listen,
             freeswitch,

@@ -91,6 +91,8 @@ pub struct NewCall<'a> {
     pub telefone: Option<&'a str>,
     pub crm_id: Option<&'a str>,
     pub state: CallState,
+    /// Where FreeSWITCH was told to record the call, when we chose the path.
+    pub recording_path: Option<&'a str>,
 }
 
 /// A call as stored.
@@ -105,7 +107,10 @@ pub struct CallRecord {
     pub outcome: Option<String>,
     pub recording_path: Option<String>,
     pub recording_state: Option<String>,
+    /// Unix milliseconds.
     pub created_at: i64,
+    pub answered_at: Option<i64>,
+    pub ended_at: Option<i64>,
 }
 
 /// A webhook waiting in, or done with, the outbox.
@@ -199,7 +204,7 @@ impl Storage {
     pub async fn insert_call(&self, call: NewCall<'_>) -> Result<(), StorageError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO calls (id, kind, ramal, telefone, crm_id, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO calls (id, kind, ramal, telefone, crm_id, state, recording_path, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(call.id)
         .bind(call.kind.as_str())
@@ -207,6 +212,7 @@ impl Storage {
         .bind(call.telefone)
         .bind(call.crm_id)
         .bind(call.state.as_str())
+        .bind(call.recording_path)
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
@@ -228,26 +234,36 @@ impl Storage {
         Ok(())
     }
 
-    /// Updates a call's state and, when given, its outcome.
+    /// Updates a call's state and, when given, its outcome; stamps the first answer and the
+    /// end.
     pub async fn set_call_state(
         &self,
         id: &str,
         state: CallState,
         outcome: Option<&str>,
     ) -> Result<(), StorageError> {
-        sqlx::query("UPDATE calls SET state = $2, outcome = COALESCE($3, outcome) WHERE id = $1")
-            .bind(id)
-            .bind(state.as_str())
-            .bind(outcome)
-            .execute(&self.pool)
-            .await?;
+        let now = now_ms();
+        let answered = (state == CallState::Answered).then_some(now);
+        let ended = matches!(state, CallState::Ended | CallState::Failed).then_some(now);
+        sqlx::query(
+            "UPDATE calls SET state = $2, outcome = COALESCE($3, outcome),
+                answered_at = COALESCE(answered_at, $4), ended_at = COALESCE(ended_at, $5)
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(state.as_str())
+        .bind(outcome)
+        .bind(answered)
+        .bind(ended)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// The call that `id` (the call id or any of its legs) belongs to.
     pub async fn find_call(&self, id: &str) -> Result<Option<CallRecord>, StorageError> {
         let row = sqlx::query(
-            "SELECT c.id, c.kind, c.ramal, c.telefone, c.crm_id, c.state, c.outcome, c.recording_path, c.recording_state, c.created_at
+            "SELECT c.id, c.kind, c.ramal, c.telefone, c.crm_id, c.state, c.outcome, c.recording_path, c.recording_state, c.created_at, c.answered_at, c.ended_at
              FROM call_legs l JOIN calls c ON c.id = l.call_id WHERE l.leg_id = $1",
         )
         .bind(id)
@@ -264,6 +280,8 @@ impl Storage {
             recording_path: r.get(7),
             recording_state: r.get(8),
             created_at: r.get(9),
+            answered_at: r.get(10),
+            ended_at: r.get(11),
         }))
     }
 
@@ -382,15 +400,15 @@ mod tests {
             telefone: Some("41988445566"),
             crm_id: None,
             state: CallState::Ringing,
+            recording_path: Some("/rec/c1.wav"),
         })
         .await
         .unwrap();
         s.close().await;
         let s = Storage::open(&url).await.unwrap();
-        assert_eq!(
-            s.find_call("c1").await.unwrap().unwrap().ramal.as_deref(),
-            Some("1001")
-        );
+        let c = s.find_call("c1").await.unwrap().unwrap();
+        assert_eq!(c.ramal.as_deref(), Some("1001"));
+        assert_eq!(c.recording_path.as_deref(), Some("/rec/c1.wav"));
     }
 
     #[tokio::test]
@@ -403,6 +421,7 @@ mod tests {
             telefone: Some("4199"),
             crm_id: Some("CRM-1"),
             state: CallState::Answered,
+            recording_path: None,
         })
         .await
         .unwrap();
@@ -420,6 +439,9 @@ mod tests {
             s.find_call("a").await.unwrap().unwrap().outcome.as_deref(),
             Some("NORMAL_CLEARING")
         );
+        let c = s.find_call("a").await.unwrap().unwrap();
+        assert!(c.ended_at.is_some_and(|t| t >= c.created_at));
+        assert_eq!(c.answered_at, None, "inserted as answered, never set");
     }
 
     #[tokio::test]

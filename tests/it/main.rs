@@ -2,6 +2,7 @@
 //! the captures, real HTTP.
 
 mod captures;
+mod click2call;
 mod client;
 mod codec_props;
 mod outbound;

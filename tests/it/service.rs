@@ -53,7 +53,7 @@ async fn readyz_follows_the_event_socket_and_metrics_count_commands() {
     let file = write_config(
         dir.path(),
         &format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\n[freeswitch]\naddress = \"{}\"\nreconnect_max_backoff = \"200ms\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[freeswitch]\naddress = \"{}\"\nreconnect_max_backoff = \"200ms\"\n[storage]\nurl = \"sqlite://{}\"\n",
             fs.addr(),
             dir.path().join("s.db").display()
         ),
@@ -177,11 +177,12 @@ fn a_bad_file_lists_every_problem_and_fails() {
 async fn binary_starts_without_freeswitch_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
+    let http = free_port();
     let nobody = free_port();
     let file = write_config(
         dir.path(),
         &format!(
-            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[freeswitch]\naddress = \"127.0.0.1:{nobody}\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[freeswitch]\naddress = \"127.0.0.1:{nobody}\"\n[storage]\nurl = \"sqlite://{}\"\n",
             dir.path().join("s.db").display()
         ),
     );

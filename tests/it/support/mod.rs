@@ -4,5 +4,6 @@
 #![allow(dead_code)]
 
 pub mod captures;
+pub mod harness;
 pub mod outbound_driver;
 pub mod standin;

@@ -3,7 +3,7 @@
 //! call and job ids replaced. Tests script originate outcomes, push events, read back every
 //! command it received, and stop and restart it on the same port.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +30,8 @@ pub enum Outcome {
     Fail(&'static str),
     /// FreeSWITCH accepts the bgapi and then says nothing.
     Silent,
+    /// Nothing for `after`, then the phone rings and answers at once.
+    Late { after: Duration },
 }
 
 /// A command as the stand-in read it off the socket.
@@ -44,6 +46,8 @@ struct State {
     outcomes: Mutex<HashMap<String, Outcome>>,
     default_outcome: Mutex<Outcome>,
     received: Mutex<Vec<Received>>,
+    /// Channels that exist (rang and not hung up), as `uuid_exists` sees them.
+    live: Mutex<HashSet<String>>,
     conns: Mutex<Vec<(Arc<Conn>, JoinHandle<()>)>>,
 }
 
@@ -93,6 +97,7 @@ impl StandIn {
                 ring: Duration::from_millis(0),
             }),
             received: Mutex::new(Vec::new()),
+            live: Mutex::new(HashSet::new()),
             conns: Mutex::new(Vec::new()),
         });
         let accept = Some(tokio::spawn(accept_loop(listener, state.clone())));
@@ -148,6 +153,16 @@ impl StandIn {
         for (c, _) in self.state.conns.lock().unwrap().iter() {
             c.send_event(body);
         }
+    }
+
+    /// Channels alive now.
+    pub fn live_channels(&self) -> Vec<String> {
+        self.state.live.lock().unwrap().iter().cloned().collect()
+    }
+
+    /// Hangs up a live channel: its CHANNEL_HANGUP_COMPLETE with `cause` goes out.
+    pub fn hangup(&self, call: &str, cause: &str) -> bool {
+        hangup(&self.state, call, cause)
     }
 
     /// Sends raw bytes to every connection (for malformed-input tests).
@@ -344,6 +359,20 @@ async fn serve(
                             .to_string()
                     }
                     r if r.starts_with("uuid_getvar") => "-ERR No such channel!\n".to_string(),
+                    r if r.starts_with("uuid_exists ") => {
+                        let live = state.live.lock().unwrap().contains(&r[12..]);
+                        format!("{live}")
+                    }
+                    r if r.starts_with("uuid_kill ") => {
+                        let mut words = r[10..].split(' ');
+                        let call = words.next().unwrap_or("");
+                        let cause = words.next().unwrap_or("NORMAL_CLEARING");
+                        if hangup(&state, call, cause) {
+                            "+OK\n".to_string()
+                        } else {
+                            "-ERR No such channel!\n".to_string()
+                        }
+                    }
                     r => format!(
                         "-ERR {} Command not found!\n",
                         r.split(' ').next().unwrap_or("")
@@ -436,6 +465,27 @@ async fn read_command(
     }
 }
 
+/// Ends a live channel as FreeSWITCH does: CHANNEL_HANGUP_COMPLETE with the cause.
+fn hangup(state: &State, call: &str, cause: &str) -> bool {
+    if !state.live.lock().unwrap().remove(call) {
+        return false;
+    }
+    let body = captured(
+        "06_sip_operator_click2call.rx.raw",
+        "CHANNEL_HANGUP_COMPLETE",
+        CAPTURED_CALL,
+        call,
+    )
+    .replace(
+        "Hangup-Cause: NORMAL_CLEARING",
+        &format!("Hangup-Cause: {cause}"),
+    );
+    for (c, _) in state.conns.lock().unwrap().iter() {
+        c.send_event(&body);
+    }
+    true
+}
+
 /// Plays a background job as FreeSWITCH would, events first, result last.
 async fn run_job(state: Arc<State>, conn: Arc<Conn>, job: String, arg: String) {
     let (command, args) = arg.split_once(' ').unwrap_or((arg.as_str(), ""));
@@ -463,13 +513,34 @@ async fn run_job(state: Arc<State>, conn: Arc<Conn>, job: String, arg: String) {
     let send = |body: String| conn.send_event(&body);
     let ok = "06_sip_operator_click2call.rx.raw";
     let busy = "06b_sip_operator_busy_unregistered.rx.raw";
+    let (outcome, before) = match outcome {
+        Outcome::Late { after } => (
+            Outcome::Answer {
+                ring: Duration::ZERO,
+            },
+            after,
+        ),
+        o => (o, Duration::ZERO),
+    };
+    tokio::time::sleep(before).await;
     match outcome {
         Outcome::Answer { ring } => {
             // Real FreeSWITCH: CREATE and PROGRESS ~20 ms after the INVITE.
             tokio::time::sleep(Duration::from_millis(2)).await;
+            state.live.lock().unwrap().insert(call.clone());
             send(captured(ok, "CHANNEL_CREATE", CAPTURED_CALL, &call));
             send(captured(ok, "CHANNEL_PROGRESS", CAPTURED_CALL, &call));
             tokio::time::sleep(ring).await;
+            if !state.live.lock().unwrap().contains(&call) {
+                // Killed while ringing: the originate fails with the kill's cause.
+                send(background_job(
+                    &job,
+                    "originate",
+                    args,
+                    "-ERR ORIGINATOR_CANCEL\n",
+                ));
+                return;
+            }
             send(captured(ok, "CHANNEL_ANSWER", CAPTURED_CALL, &call));
             send(background_job(
                 &job,
@@ -496,6 +567,6 @@ async fn run_job(state: Arc<State>, conn: Arc<Conn>, job: String, arg: String) {
                 &format!("-ERR {cause}\n"),
             ));
         }
-        Outcome::Silent => {}
+        Outcome::Silent | Outcome::Late { .. } => {}
     }
 }

@@ -1,0 +1,235 @@
+//! The Finaz-facing HTTP listener: edge checks (allow-list, body limit), then the endpoint.
+//!
+//! warp only serves here: one catch-all filter hands method, path, peer, headers, query and
+//! body to [`dispatch`], so every answer (including 404, 405 and 413) carries our error codes.
+
+pub mod click2call;
+pub mod edge;
+pub mod reply;
+pub mod stats;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+use warp::http::{HeaderMap, Method, StatusCode, header};
+use warp::reply::Response;
+
+use crate::click2call::Click2Call;
+use crate::logging::mask_phone;
+use edge::{Edge, Refusal};
+use reply::{ApiError, Format};
+use stats::HttpStats;
+
+pub const ENDPOINT_CLICK2CALL: &str = "click2call";
+pub const ENDPOINT_OTHER: &str = "other";
+
+/// What the handlers need, shared by every request.
+pub struct Ctx {
+    pub edge: Edge,
+    pub click2call_path: String,
+    pub max_body_bytes: u64,
+    pub click2call: Click2Call,
+    pub stats: Arc<HttpStats>,
+    pub mask_phone_numbers: bool,
+}
+
+impl Ctx {
+    /// Counts and logs a refusal, and renders it.
+    fn refuse(&self, endpoint: &'static str, e: &ApiError, format: Format) -> Response {
+        self.stats.count(endpoint, e.code);
+        if e.status.is_server_error() {
+            tracing::warn!(endpoint, status = e.status.as_u16(), code = e.code, message = %e.message, "request failed");
+        } else {
+            tracing::info!(endpoint, status = e.status.as_u16(), code = e.code, message = %self.mask(&e.message), "request refused");
+        }
+        reply::error(e, format)
+    }
+
+    /// Messages can quote a bad `telefone`; mask digit runs as logs do.
+    fn mask(&self, message: &str) -> String {
+        if !self.mask_phone_numbers {
+            return message.to_string();
+        }
+        let mut out = String::new();
+        let mut digits = String::new();
+        for c in message.chars().chain(std::iter::once(' ')) {
+            if c.is_ascii_digit() {
+                digits.push(c);
+                continue;
+            }
+            if digits.len() >= 8 {
+                out.push_str(&mask_phone(&digits, true));
+            } else {
+                out.push_str(&digits);
+            }
+            digits.clear();
+            out.push(c);
+        }
+        out.pop();
+        out
+    }
+}
+
+/// The 401/403 for an edge refusal.
+pub fn refusal(r: Refusal) -> ApiError {
+    match r {
+        Refusal::IpNotAllowed(ip) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ip_not_allowed",
+            format!("{ip} is not in http.allowed_ips"),
+        ),
+        Refusal::MissingChave => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_chave",
+            "this endpoint requires the chave field",
+        ),
+        Refusal::WrongChave => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_chave",
+            "chave is not valid",
+        ),
+    }
+}
+
+/// Serves until `shutdown`, then lets requests in flight finish.
+pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, shutdown: CancellationToken) {
+    warp::serve(routes(ctx))
+        .incoming(listener)
+        .graceful(async move { shutdown.cancelled().await })
+        .run()
+        .await;
+}
+
+pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::addr::remote())
+        .and(warp::header::headers_cloned())
+        .and(query)
+        .and(warp::body::stream())
+        .then(move |method, path: warp::path::FullPath, peer, headers, query, body| {
+            let ctx = ctx.clone();
+            async move { dispatch(&ctx, method, path.as_str(), peer, headers, query, body).await }
+        })
+        .recover(|_| async {
+            Ok::<_, Infallible>(reply::error(
+                &ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "unreadable request"),
+                Format::Json,
+            ))
+        })
+        .unify()
+}
+
+async fn dispatch<S, B>(
+    ctx: &Ctx,
+    method: Method,
+    path: &str,
+    peer: Option<SocketAddr>,
+    headers: HeaderMap,
+    query: String,
+    body: S,
+) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    // Before the body is read, a JSON Content-Type already asks for JSON answers.
+    let json_request = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("json"));
+    let format = click2call::answer_format(&headers, json_request);
+    let endpoint = if path == ctx.click2call_path {
+        ENDPOINT_CLICK2CALL
+    } else {
+        ENDPOINT_OTHER
+    };
+    // The allow-list comes first: nobody else learns anything, not even which paths exist.
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let Some(peer) = peer else {
+        let e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ip_not_allowed",
+            "unknown peer address",
+        );
+        return ctx.refuse(endpoint, &e, format);
+    };
+    let client = ctx.edge.client_ip(peer.ip(), &forwarded);
+    if let Err(r) = ctx.edge.check_ip(client) {
+        return ctx.refuse(endpoint, &refusal(r), format);
+    }
+    if endpoint != ENDPOINT_CLICK2CALL {
+        let e = ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no endpoint at {path}"),
+        );
+        return ctx.refuse(endpoint, &e, format);
+    }
+    if method != Method::POST {
+        let e = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed here; use POST"),
+        );
+        return ctx.refuse(endpoint, &e, format);
+    }
+    let body = match read_body(&headers, body, ctx.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return ctx.refuse(endpoint, &e, format),
+    };
+    click2call::handle(ctx, &headers, &query, &body).await
+}
+
+/// Reads the body, refusing it as soon as it passes `limit` (announced or streamed).
+async fn read_body<S, B>(headers: &HeaderMap, mut body: S, limit: u64) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than {limit} bytes"),
+        )
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                format!("reading the body: {e}"),
+            )
+        })?;
+        if buf.len() as u64 + chunk.remaining() as u64 > limit {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            buf.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(buf.freeze())
+}

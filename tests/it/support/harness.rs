@@ -1,0 +1,104 @@
+//! The service running in-process against the stand-in, with its own database and recording
+//! directory, reachable over real HTTP on 127.0.0.1.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use finaz_freeswitch::app::Service;
+use finaz_freeswitch::config;
+use tokio_util::sync::CancellationToken;
+
+use super::standin::StandIn;
+
+pub struct Harness {
+    pub fs: StandIn,
+    pub service: Option<Service>,
+    pub base: String,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+/// Extra lines for each config section; empty strings for none.
+#[derive(Default, Clone)]
+pub struct Extra {
+    pub http: String,
+    pub freeswitch: String,
+    pub recordings: String,
+    pub log: String,
+}
+
+impl Harness {
+    /// A service connected to a fresh stand-in.
+    pub async fn start(extra: Extra) -> Harness {
+        let fs = StandIn::start().await;
+        let h = Self::start_with(fs, extra).await;
+        assert!(
+            h.service().esl.wait_connected(Duration::from_secs(5)).await,
+            "service never connected to the stand-in"
+        );
+        h
+    }
+
+    /// A service against `fs`, without waiting for the connection.
+    pub async fn start_with(fs: StandIn, extra: Extra) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, config_text(&fs, &dir, &extra)).unwrap();
+        let (_, cfg) = config::load(Some(&file)).unwrap_or_else(|e| panic!("{e}"));
+        let service = Service::start(cfg, CancellationToken::new()).await.unwrap();
+        Harness {
+            base: format!("http://{}", service.http_addr),
+            admin: format!("http://{}", service.admin_addr),
+            service: Some(service),
+            fs,
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn service(&self) -> &Service {
+        self.service.as_ref().unwrap()
+    }
+
+    pub fn recordings(&self) -> PathBuf {
+        self.dir.path().join("rec")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.service.take() {
+            s.stop().await;
+        }
+    }
+}
+
+fn config_text(fs: &StandIn, dir: &tempfile::TempDir, extra: &Extra) -> String {
+    format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n{}\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [freeswitch]\naddress = \"{}\"\nreconnect_max_backoff = \"200ms\"\n{}\n\
+         [recordings]\ndir = \"{}\"\n{}\n\
+         [storage]\nurl = \"sqlite://{}\"\n\
+         [log]\n{}\n",
+        extra.http,
+        fs.addr(),
+        extra.freeswitch,
+        dir.path().join("rec").display(),
+        extra.recordings,
+        dir.path().join("s.db").display(),
+        extra.log,
+    )
+}
