@@ -1,5 +1,9 @@
 //! Durable state: calls and their legs, and the webhook outbox, behind one `Storage` handle.
 //!
+//! Writes on the call path (new calls, legs, state changes) go through one writer task that
+//! commits whatever is queued in a single transaction (group commit): each caller still waits
+//! for its own write to be durable, but a burst of calls costs one commit, not one each.
+//!
 //! SQLite (embedded, WAL) is the default. Callers only see typed methods, never SQL or the
 //! pool, so a PostgreSQL backend can be added here without touching them; the SQL is kept to
 //! the portable subset (numbered parameters, BIGINT millisecond timestamps).
@@ -9,6 +13,8 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+
+mod writer;
 
 /// Embedded migrations, applied in order at startup; never edit one that has shipped.
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
@@ -21,6 +27,9 @@ pub enum StorageError {
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A grouped write failed as a whole (its commit), or storage is closed.
+    #[error("database write failed: {0}")]
+    Write(String),
 }
 
 /// What kind of call a record is.
@@ -129,6 +138,7 @@ pub struct OutboxEntry {
 #[derive(Clone)]
 pub struct Storage {
     pool: SqlitePool,
+    writer: writer::Handle,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -161,19 +171,21 @@ impl Storage {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        let storage = Storage { pool };
-        storage.migrate().await?;
-        Ok(storage)
+        migrate(&pool).await?;
+        let writer = writer::spawn(pool.clone());
+        Ok(Storage { pool, writer })
     }
+}
 
-    async fn migrate(&self) -> Result<(), StorageError> {
+async fn migrate(pool: &SqlitePool) -> Result<(), StorageError> {
+    {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
         )
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         for (version, sql) in MIGRATIONS {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = pool.begin().await?;
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(version)
@@ -193,45 +205,40 @@ impl Storage {
         }
         Ok(())
     }
+}
 
+impl Storage {
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    /// Records a new call and its first leg (the call id is a leg uuid too).
+    /// Records a new call; returns once it is committed. The call id is its first leg's
+    /// uuid, so only other legs need [`Storage::link_leg`].
     pub async fn insert_call(&self, call: NewCall<'_>) -> Result<(), StorageError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO calls (id, kind, ramal, telefone, crm_id, state, recording_path, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(call.id)
-        .bind(call.kind.as_str())
-        .bind(call.ramal)
-        .bind(call.telefone)
-        .bind(call.crm_id)
-        .bind(call.state.as_str())
-        .bind(call.recording_path)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("INSERT INTO call_legs (leg_id, call_id) VALUES ($1, $1) ON CONFLICT (leg_id) DO NOTHING")
-            .bind(call.id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.writer
+            .write(writer::Write::InsertCall {
+                id: call.id.to_string(),
+                kind: call.kind.as_str(),
+                ramal: call.ramal.map(str::to_string),
+                telefone: call.telefone.map(str::to_string),
+                crm_id: call.crm_id.map(str::to_string),
+                state: call.state.as_str(),
+                recording_path: call.recording_path.map(str::to_string),
+                at: now_ms(),
+            })
+            .await
     }
 
     /// Ties another channel uuid (e.g. the other leg of a bridge) to a call.
     pub async fn link_leg(&self, leg_id: &str, call_id: &str) -> Result<(), StorageError> {
-        sqlx::query("INSERT INTO call_legs (leg_id, call_id) VALUES ($1, $2) ON CONFLICT (leg_id) DO NOTHING")
-            .bind(leg_id)
-            .bind(call_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.writer
+            .write(writer::Write::LinkLeg {
+                leg_id: leg_id.to_string(),
+                call_id: call_id.to_string(),
+            })
+            .await
     }
 
     /// Updates a call's state and, when given, its outcome; stamps the first answer and the
@@ -243,28 +250,24 @@ impl Storage {
         outcome: Option<&str>,
     ) -> Result<(), StorageError> {
         let now = now_ms();
-        let answered = (state == CallState::Answered).then_some(now);
-        let ended = matches!(state, CallState::Ended | CallState::Failed).then_some(now);
-        sqlx::query(
-            "UPDATE calls SET state = $2, outcome = COALESCE($3, outcome),
-                answered_at = COALESCE(answered_at, $4), ended_at = COALESCE(ended_at, $5)
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(state.as_str())
-        .bind(outcome)
-        .bind(answered)
-        .bind(ended)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.writer
+            .write(writer::Write::SetState {
+                id: id.to_string(),
+                state: state.as_str(),
+                outcome: outcome.map(str::to_string),
+                answered_at: (state == CallState::Answered).then_some(now),
+                ended_at: matches!(state, CallState::Ended | CallState::Failed).then_some(now),
+            })
+            .await
     }
 
     /// The call that `id` (the call id or any of its legs) belongs to.
     pub async fn find_call(&self, id: &str) -> Result<Option<CallRecord>, StorageError> {
         let row = sqlx::query(
             "SELECT c.id, c.kind, c.ramal, c.telefone, c.crm_id, c.state, c.outcome, c.recording_path, c.recording_state, c.created_at, c.answered_at, c.ended_at
-             FROM call_legs l JOIN calls c ON c.id = l.call_id WHERE l.leg_id = $1",
+             FROM calls c
+             WHERE c.id = $1 OR c.id = (SELECT call_id FROM call_legs WHERE leg_id = $1)
+             LIMIT 1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -355,8 +358,9 @@ impl Storage {
         Ok(())
     }
 
-    /// Closes the pool, flushing the WAL.
+    /// Finishes queued writes, then closes the pool, flushing the WAL.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
@@ -409,6 +413,68 @@ mod tests {
         let c = s.find_call("c1").await.unwrap().unwrap();
         assert_eq!(c.ramal.as_deref(), Some("1001"));
         assert_eq!(c.recording_path.as_deref(), Some("/rec/c1.wav"));
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_are_grouped_and_a_bad_one_fails_alone() {
+        let (_d, s, url) = temp().await;
+        let ids: Vec<String> = (0..300).map(|i| format!("call-{i}")).collect();
+        let mut tasks = Vec::new();
+        for id in ids.clone() {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.insert_call(NewCall {
+                    id: &id,
+                    kind: CallKind::Click2Call,
+                    ramal: Some("1001"),
+                    telefone: Some("41988445566"),
+                    crm_id: None,
+                    state: CallState::Originating,
+                    recording_path: None,
+                })
+                .await
+            }));
+        }
+        // The same id again, racing with the others: only it fails.
+        let dup = s
+            .insert_call(NewCall {
+                id: "call-0",
+                kind: CallKind::Click2Call,
+                ramal: None,
+                telefone: None,
+                crm_id: None,
+                state: CallState::Originating,
+                recording_path: None,
+            })
+            .await;
+        let mut ok = 0;
+        for t in tasks {
+            if t.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert!(ok >= 299, "{ok}");
+        assert_eq!(
+            ok + usize::from(dup.is_ok()),
+            300,
+            "exactly one of the two call-0 failed"
+        );
+        // Committed before each caller returned, so durable across a reopen.
+        s.close().await;
+        let s = Storage::open(&url).await.unwrap();
+        for id in &ids {
+            assert!(s.find_call(id).await.unwrap().is_some(), "{id}");
+        }
+        assert!(matches!(
+            s.set_call_state("call-1", CallState::Answered, None).await,
+            Ok(())
+        ));
+        s.close().await;
+        assert!(
+            s.set_call_state("call-1", CallState::Ended, None)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

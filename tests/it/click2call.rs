@@ -57,6 +57,23 @@ fn originate_for(h: &Harness, call_id: &str) -> String {
     lines.into_iter().next().unwrap()
 }
 
+/// Waits until the stored call reaches `state` (it is written after Finaz is answered).
+async fn wait_state(
+    storage: &finaz_freeswitch::storage::Storage,
+    id: &str,
+    state: CallState,
+) -> finaz_freeswitch::storage::CallRecord {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let call = storage.find_call(id).await.unwrap().unwrap();
+        if call.state == state {
+            return call;
+        }
+        assert!(Instant::now() < deadline, "never {state:?}: {call:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn fast_timeout() -> Extra {
     Extra {
         freeswitch: "originate_response_timeout = \"500ms\"".into(),
@@ -126,7 +143,7 @@ async fn json_form_and_query_requests_each_get_their_call_id_in_kind() {
     let accept_id = accept.json()["callid"].as_str().unwrap().to_string();
 
     // Every call is stored with what a recording lookup needs.
-    let call = h.service().storage.find_call(&id).await.unwrap().unwrap();
+    let call = wait_state(&h.service().storage, &id, CallState::Answered).await;
     assert_eq!(call.ramal.as_deref(), Some("1001"));
     assert_eq!(call.telefone.as_deref(), Some("41988445566"));
     assert!(
@@ -134,10 +151,6 @@ async fn json_form_and_query_requests_each_get_their_call_id_in_kind() {
             .as_deref()
             .is_some_and(|p| p.ends_with(&format!("{id}.wav")))
     );
-    assert!(matches!(
-        call.state,
-        CallState::Ringing | CallState::Answered
-    ));
     let ids: HashSet<_> = [id, form.body, query.body, accept_id].into_iter().collect();
     assert_eq!(ids.len(), 4);
 
@@ -165,24 +178,21 @@ async fn answers_while_the_operator_phone_rings_and_follows_the_call_to_its_end(
     );
     let id = r.json()["callid"].as_str().unwrap().to_string();
     let storage = &h.service().storage;
-    assert_eq!(
-        storage.find_call(&id).await.unwrap().unwrap().state,
-        CallState::Ringing
-    );
+    wait_state(storage, &id, CallState::Ringing).await;
     // The operator never picks up: FreeSWITCH's own ring timeout ends it.
     assert!(h.fs.hangup(&id, "NO_ANSWER"));
+    let call = wait_state(storage, &id, CallState::Failed).await;
+    assert_eq!(call.outcome.as_deref(), Some("NO_ANSWER"));
+    assert!(call.ended_at.is_some());
+    // The call's task is gone once the call is.
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let call = storage.find_call(&id).await.unwrap().unwrap();
-        if call.state == CallState::Failed {
-            assert_eq!(call.outcome.as_deref(), Some("NO_ANSWER"));
-            assert!(call.ended_at.is_some());
-            break;
-        }
-        assert!(Instant::now() < deadline, "call never ended: {call:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    while h.service().click2call.live_calls() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the ended call is still followed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(h.service().click2call.live_calls(), 0);
     h.stop().await;
 }
 
@@ -192,22 +202,11 @@ async fn an_answered_call_ends_with_its_hangup_cause() {
     let r = post_json(&h, json!({"ramal": "1001", "telefone": "41988445566"})).await;
     let id = r.json()["callid"].as_str().unwrap().to_string();
     let storage = &h.service().storage;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while storage.find_call(&id).await.unwrap().unwrap().state != CallState::Answered {
-        assert!(Instant::now() < deadline, "never answered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_state(storage, &id, CallState::Answered).await;
     assert!(h.fs.hangup(&id, "NORMAL_CLEARING"));
-    loop {
-        let call = storage.find_call(&id).await.unwrap().unwrap();
-        if call.state == CallState::Ended {
-            assert_eq!(call.outcome.as_deref(), Some("NORMAL_CLEARING"));
-            assert!(call.answered_at.is_some() && call.ended_at >= call.answered_at);
-            break;
-        }
-        assert!(Instant::now() < deadline, "never ended: {call:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let call = wait_state(storage, &id, CallState::Ended).await;
+    assert_eq!(call.outcome.as_deref(), Some("NORMAL_CLEARING"));
+    assert!(call.answered_at.is_some() && call.ended_at >= call.answered_at);
     h.stop().await;
 }
 
@@ -275,14 +274,8 @@ async fn originate_failures_map_to_their_status_codes() {
             .len()
             == 1
     );
-    let call = h
-        .service()
-        .storage
-        .find_call(&silent_id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(call.state, CallState::Failed);
+    let call = wait_state(&h.service().storage, &silent_id, CallState::Failed).await;
+    assert_eq!(call.outcome.as_deref(), Some("NO_RESPONSE_FROM_FREESWITCH"));
     let metrics = h.metrics().await;
     for code in [
         "extension_busy",

@@ -234,3 +234,94 @@ async fn binary_starts_without_freeswitch_and_exits_cleanly_on_sigterm() {
     assert!(logs.contains("event socket connection failed"), "{logs}");
     assert!(!logs.contains("never-logged-secret"));
 }
+
+#[tokio::test]
+async fn binary_click2call_logs_mask_numbers_and_never_the_chave() {
+    let fs = StandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let http = free_port();
+    let file = write_config(
+        dir.path(),
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[freeswitch]\naddress = \"{}\"\n[recordings]\ndir = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            fs.addr(),
+            dir.path().join("rec").display(),
+            dir.path().join("s.db").display()
+        ),
+    );
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .env("FINAZ_HTTP__CHAVE", "chave-never-logged")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reqwest::get(&ready)
+        .await
+        .is_ok_and(|r| r.status().as_u16() == 200)
+    {
+        assert!(Instant::now() < deadline, "service never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{http}/click2call");
+    let ok = client
+        .post(&url)
+        .form(&[
+            ("ramal", "1001"),
+            ("telefone", "41988445566"),
+            ("chave", "chave-never-logged"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let wrong = client
+        .post(&url)
+        .form(&[
+            ("ramal", "1001"),
+            ("telefone", "41977665544"),
+            ("chave", "chave-also-not-logged"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success());
+    let mut logs = String::new();
+    use tokio::io::AsyncReadExt;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .await
+        .unwrap();
+    assert!(logs.contains("click2call ringing"), "{logs}");
+    assert!(logs.contains("4198****566"), "{logs}");
+    assert!(logs.contains("invalid_chave"), "{logs}");
+    for secret in [
+        "41988445566",
+        "chave-never-logged",
+        "chave-also-not-logged",
+        "ClueCon",
+    ] {
+        assert!(!logs.contains(secret), "{secret} in logs:\n{logs}");
+    }
+}

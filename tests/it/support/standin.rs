@@ -48,6 +48,8 @@ struct State {
     received: Mutex<Vec<Received>>,
     /// Channels that exist (rang and not hung up), as `uuid_exists` sees them.
     live: Mutex<HashSet<String>>,
+    /// Time from the bgapi to CHANNEL_CREATE + CHANNEL_PROGRESS (real: ~20 ms).
+    progress_delay: Mutex<Duration>,
     conns: Mutex<Vec<(Arc<Conn>, JoinHandle<()>)>>,
 }
 
@@ -98,6 +100,7 @@ impl StandIn {
             }),
             received: Mutex::new(Vec::new()),
             live: Mutex::new(HashSet::new()),
+            progress_delay: Mutex::new(Duration::from_millis(2)),
             conns: Mutex::new(Vec::new()),
         });
         let accept = Some(tokio::spawn(accept_loop(listener, state.clone())));
@@ -119,6 +122,11 @@ impl StandIn {
             .lock()
             .unwrap()
             .insert(endpoint.into(), outcome);
+    }
+
+    /// How long a ringing phone takes to show CHANNEL_PROGRESS (zero for benchmarks).
+    pub fn set_progress_delay(&self, delay: Duration) {
+        *self.state.progress_delay.lock().unwrap() = delay;
     }
 
     pub fn set_default(&self, outcome: Outcome) {
@@ -522,11 +530,16 @@ async fn run_job(state: Arc<State>, conn: Arc<Conn>, job: String, arg: String) {
         ),
         o => (o, Duration::ZERO),
     };
-    tokio::time::sleep(before).await;
+    if !before.is_zero() {
+        tokio::time::sleep(before).await;
+    }
     match outcome {
         Outcome::Answer { ring } => {
             // Real FreeSWITCH: CREATE and PROGRESS ~20 ms after the INVITE.
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            let delay = *state.progress_delay.lock().unwrap();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             state.live.lock().unwrap().insert(call.clone());
             send(captured(ok, "CHANNEL_CREATE", CAPTURED_CALL, &call));
             send(captured(ok, "CHANNEL_PROGRESS", CAPTURED_CALL, &call));
