@@ -366,10 +366,16 @@ impl CallTask {
                     if changed.is_err() {
                         return;
                     }
-                    let lost = !matches!(*state.borrow_and_update(), ConnectionState::Connected);
-                    if lost && self.on_connection_lost(deadline).await {
+                    // Any change means the connection dropped, even if it is already back
+                    // (a quick reconnect): events and the job's result may have been lost.
+                    if *state.borrow_and_update() == ConnectionState::Stopped {
                         return;
                     }
+                    if self.on_connection_lost(deadline).await {
+                        return;
+                    }
+                    // The reconnection seen while waiting is handled.
+                    state.borrow_and_update();
                 }
                 _ = self.inner.shutdown.cancelled() => {
                     if self.phase == Phase::Waiting {

@@ -700,3 +700,36 @@ async fn no_freeswitch_at_startup_is_503_until_it_appears() {
     assert_eq!(r.status, 200);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_ringing_call_is_still_followed_after_the_socket_comes_back() {
+    let h = Harness::start(Extra::default()).await;
+    h.fs.set_default(Outcome::Answer {
+        ring: Duration::from_secs(30),
+    });
+    let r = post_json(&h, json!({"ramal": "1001", "telefone": "41988445566"})).await;
+    assert_eq!(r.status, 200);
+    let id = r.json()["callid"].as_str().unwrap().to_string();
+    let mut h = h;
+    h.fs.restart().await;
+    assert!(h.service().esl.wait_connected(Duration::from_secs(5)).await);
+    // The adapter asks whether the channel survived the outage...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h
+        .fs
+        .received_lines(&format!("api uuid_exists {id}"))
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "never asked about the call: {:?}",
+            h.fs.received_lines("")
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...and, since it did, still records how it ends.
+    assert!(h.fs.hangup(&id, "ORIGINATOR_CANCEL"));
+    let call = wait_state(&h.service().storage, &id, CallState::Failed).await;
+    assert_eq!(call.outcome.as_deref(), Some("ORIGINATOR_CANCEL"));
+    h.stop().await;
+}

@@ -309,8 +309,10 @@ async fn serve(
     let tx = conn.tx.clone();
     let _ = sock.set_nodelay(true);
     let (mut r, mut w) = sock.into_split();
-    // Everything written goes through one queue, so frames never interleave.
-    let writer = tokio::spawn(async move {
+    // Everything written goes through one queue, so frames never interleave. Aborting this
+    // connection (stop) aborts its writer too, so the socket really closes even while a
+    // job still holds the queue.
+    let writer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             if bytes.is_empty() {
                 break; // close request
@@ -320,7 +322,7 @@ async fn serve(
             }
         }
         let _ = w.shutdown().await;
-    });
+    }));
     let _ = tx.send(b"Content-Type: auth/request\n\n".to_vec());
     let mut authed = false;
     let mut buf: Vec<u8> = Vec::new();
