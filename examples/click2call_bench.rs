@@ -100,7 +100,7 @@ async fn main() {
         &file,
         format!(
             "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [freeswitch]\naddress = \"{}\"\n[recordings]\ndir = \"{}\"\n\
+             [dialer]\nlisten = \"127.0.0.1:0\"\n[freeswitch]\naddress = \"{}\"\n[recordings]\ndir = \"{}\"\n\
              [storage]\nurl = \"sqlite://{}\"\n",
             fs.addr(),
             dir.path().join("rec").display(),

@@ -8,8 +8,10 @@ use warp::http::StatusCode;
 
 use std::sync::Arc;
 
+use crate::dialer::DialerStats;
 use crate::esl::{Client, ConnectionState};
 use crate::http::stats::HttpStats;
+use crate::outbox::Outbox;
 use crate::storage::Storage;
 
 /// What the admin endpoints look at.
@@ -18,6 +20,8 @@ pub struct AdminState {
     pub esl: Client,
     pub storage: Storage,
     pub http: Arc<HttpStats>,
+    pub dialer: Arc<DialerStats>,
+    pub outbox: Outbox,
 }
 
 /// Why the service is not ready, or `None` when it is.
@@ -63,10 +67,12 @@ pub fn routes(
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with_state)
-        .map(|s: AdminState| {
+        .then(|s: AdminState| async move {
             let mut out = String::new();
             crate::metrics::render_esl(&mut out, s.esl.stats(), s.esl.is_connected());
             s.http.render(&mut out);
+            s.dialer.render(&mut out);
+            s.outbox.render(&mut out).await;
             warp::reply::with_header(out, "content-type", "text/plain; version=0.0.4")
         });
     healthz

@@ -13,10 +13,12 @@ use std::sync::Arc;
 
 use crate::admin::{self, AdminState};
 use crate::click2call::{self, Click2Call};
-use crate::config::{self, Config};
+use crate::config::{self, Config, DialerTrigger};
+use crate::dialer::{self, Reporter, url::AnsweredUrl};
 use crate::domain::originate::OriginatePlan;
 use crate::esl::{Client, ClientConfig};
 use crate::http::{self, Ctx, edge::Edge, stats::HttpStats};
+use crate::outbox::{self, Outbox};
 use crate::storage::Storage;
 
 /// Events the service needs from FreeSWITCH (BACKGROUND_JOB is added by the client).
@@ -30,7 +32,33 @@ pub const EVENTS: &[&str] = &[
     "CHANNEL_HANGUP_COMPLETE",
     "RECORD_START",
     "RECORD_STOP",
+    // mod_callcenter's events (bridge-agent-start) for the dialer.
+    "CUSTOM",
+    "callcenter::info",
 ];
+
+/// Connections the kernel queues for a listener before we accept them. The default (128)
+/// overflows when a burst of answered dialer calls connects at once: the overflow waits for
+/// SYN-ACK retransmissions (1 s, 3 s, ...) with the calls parked.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`] (the kernel caps it at `net.core.somaxconn`).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Makes rustls use the ring provider for every TLS connection of the process (webhooks to
+/// Finaz). Idempotent; call before building any HTTP client.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// How long shutdown waits for tasks to finish before giving up on them.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -40,7 +68,11 @@ pub struct Service {
     /// Where Finaz reaches us (`http.listen`, resolved).
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The outbound event socket server, when `dialer.trigger` uses the socket.
+    pub dialer_addr: Option<SocketAddr>,
     pub click2call: Click2Call,
+    pub outbox: Outbox,
+    pub reporter: Reporter,
     pub esl: Client,
     pub storage: Storage,
     shutdown: CancellationToken,
@@ -57,16 +89,36 @@ impl Service {
                 config::redact_url(&config.storage_url)
             )
         })?;
-        let admin_listener = TcpListener::bind(config.admin_listen)
-            .await
+        let admin_listener = bind(config.admin_listen)
             .with_context(|| format!("binding admin.listen {}", config.admin_listen))?;
         let admin_addr = admin_listener.local_addr()?;
-        let http_listener = TcpListener::bind(config.http.listen)
-            .await
+        let http_listener = bind(config.http.listen)
             .with_context(|| format!("binding http.listen {}", config.http.listen))?;
         let http_addr = http_listener.local_addr()?;
         let plan = OriginatePlan::new(&config.freeswitch, &config.recordings)
             .map_err(|e| anyhow::anyhow!("{}", e.join("; ")))?;
+        let answered_url = AnsweredUrl::parse(&config.finaz.answered_url)
+            .map_err(|e| anyhow::anyhow!("finaz.answered_url: {e}"))?;
+        let use_socket = config.dialer.trigger != DialerTrigger::Events;
+        let use_events = config.dialer.trigger != DialerTrigger::Socket;
+        let dialer_listener = if use_socket {
+            Some(
+                bind(config.dialer.listen)
+                    .with_context(|| format!("binding dialer.listen {}", config.dialer.listen))?,
+            )
+        } else {
+            None
+        };
+        let dialer_addr = dialer_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        install_tls_provider();
+        let http_client = reqwest::Client::builder()
+            .user_agent(concat!("finaz-freeswitch/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(config.finaz.delivery_timeout)
+            .build()
+            .context("building the HTTP client for Finaz")?;
 
         let fs = &config.freeswitch;
         let mut esl_config = ClientConfig::new(fs.address.clone(), fs.password.expose());
@@ -96,6 +148,46 @@ impl Service {
         tasks.spawn(async move {
             let _ = router.await;
         });
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (outbox, outbox_task) = Outbox::start(
+            storage.clone(),
+            http_client,
+            outbox::Settings {
+                delivery_timeout: config.finaz.delivery_timeout,
+                max_concurrent: config.finaz.max_concurrent_deliveries,
+                max_retry_age: config.finaz.max_retry_age,
+            },
+            wake.clone(),
+            shutdown.child_token(),
+        );
+        tasks.spawn(async move {
+            let _ = outbox_task.await;
+        });
+        let reporter = Reporter::new(
+            storage.clone(),
+            answered_url,
+            config.finaz.empresa_id.clone(),
+            config.finaz.max_retry_age,
+            wake,
+            config.log.mask_phone_numbers,
+        );
+        let vars = Arc::new(config.dialer.clone());
+        if let Some(listener) = dialer_listener {
+            tasks.spawn(dialer::socket::serve(
+                listener,
+                reporter.clone(),
+                vars.clone(),
+                shutdown.child_token(),
+            ));
+        }
+        if use_events {
+            tasks.spawn(dialer::events::watch(
+                esl.clone(),
+                reporter.clone(),
+                vars,
+                shutdown.child_token(),
+            ));
+        }
         let http_stats = Arc::new(HttpStats::default());
         let ctx = Arc::new(Ctx {
             edge: Edge {
@@ -115,6 +207,8 @@ impl Service {
             esl: esl.clone(),
             storage: storage.clone(),
             http: http_stats,
+            dialer: reporter.stats.clone(),
+            outbox: outbox.clone(),
         });
         tasks.spawn(async move {
             warp::serve(routes)
@@ -123,11 +217,14 @@ impl Service {
                 .run()
                 .await;
         });
-        tracing::info!(%http_addr, %admin_addr, freeswitch = %fs.address, "service started");
+        tracing::info!(%http_addr, %admin_addr, dialer = ?dialer_addr, freeswitch = %fs.address, "service started");
         Ok(Service {
             http_addr,
             admin_addr,
+            dialer_addr,
             click2call,
+            outbox,
+            reporter,
             esl,
             storage,
             shutdown,

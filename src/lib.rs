@@ -5,11 +5,14 @@
 
 pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod click2call;
 pub mod config;
+pub mod dialer;
 pub mod domain;
 pub mod esl;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod outbox;
 pub mod storage;

@@ -3,12 +3,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use finaz_freeswitch::cli::OutboxCmd;
 use finaz_freeswitch::{app, config, logging};
 use tokio_util::sync::CancellationToken;
 
 const USAGE: &str = "usage:
   finaz-freeswitch [--config FILE]                 run the service
   finaz-freeswitch check-config [--config FILE]    validate and print the effective config
+  finaz-freeswitch outbox list [--state dead|pending|delivered] [--limit N] [--show-url] [--config FILE]
+                                                   webhooks to Finaz (default: the dead ones)
+  finaz-freeswitch outbox retry ID|--all-dead [--config FILE]
+                                                   send dead webhooks again
   finaz-freeswitch --version | --help
 
 Settings come from the compiled-in defaults, then FILE, then FINAZ_<SECTION>__<KEY>
@@ -17,15 +22,22 @@ environment variables.";
 enum Cmd {
     Run,
     CheckConfig,
+    Outbox(OutboxCmd),
 }
 
 fn parse_args() -> Result<(Cmd, Option<PathBuf>), String> {
     let mut cmd = Cmd::Run;
     let mut file = None;
     let mut args = std::env::args().skip(1);
+    let mut outbox_args: Option<Vec<String>> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--config" | "-c" if outbox_args.is_some() => {
+                file = Some(PathBuf::from(args.next().ok_or("--config needs a FILE")?))
+            }
+            _ if outbox_args.is_some() => outbox_args.as_mut().expect("some").push(a),
             "check-config" => cmd = Cmd::CheckConfig,
+            "outbox" => outbox_args = Some(Vec::new()),
             "--config" | "-c" => {
                 file = Some(PathBuf::from(args.next().ok_or("--config needs a FILE")?))
             }
@@ -40,6 +52,9 @@ fn parse_args() -> Result<(Cmd, Option<PathBuf>), String> {
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if let Some(a) = outbox_args {
+        cmd = Cmd::Outbox(OutboxCmd::parse(&a)?);
     }
     Ok((cmd, file))
 }
@@ -63,6 +78,18 @@ fn main() -> ExitCode {
         print!("{}", raw.redacted_toml());
         eprintln!("configuration is valid");
         return ExitCode::SUCCESS;
+    }
+    if let Cmd::Outbox(outbox) = &cmd {
+        let result = tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(outbox.run(&config)));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
     }
     logging::init(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {

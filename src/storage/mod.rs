@@ -14,10 +14,16 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+mod outbox;
 mod writer;
 
+pub use outbox::{DialerReport, OutboxEntry, OutboxState, Reported, RetryTarget};
+
 /// Embedded migrations, applied in order at startup; never edit one that has shipped.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_outbox_give_up.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -120,19 +126,6 @@ pub struct CallRecord {
     pub created_at: i64,
     pub answered_at: Option<i64>,
     pub ended_at: Option<i64>,
-}
-
-/// A webhook waiting in, or done with, the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxEntry {
-    pub id: i64,
-    pub call_id: String,
-    pub url: String,
-    pub state: String,
-    pub attempts: i64,
-    pub created_at: i64,
-    pub next_attempt_at: i64,
-    pub last_error: Option<String>,
 }
 
 #[derive(Clone)]
@@ -288,93 +281,10 @@ impl Storage {
         }))
     }
 
-    /// Queues the webhook of a call; false if that call already has one (sent once per call).
-    pub async fn enqueue_webhook(&self, call_id: &str, url: &str) -> Result<bool, StorageError> {
-        let now = now_ms();
-        let done = sqlx::query(
-            "INSERT INTO outbox (call_id, url, state, attempts, created_at, next_attempt_at)
-             VALUES ($1, $2, 'pending', 0, $3, $3) ON CONFLICT (call_id) DO NOTHING",
-        )
-        .bind(call_id)
-        .bind(url)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Pending webhooks whose time has come, oldest first.
-    pub async fn due_webhooks(
-        &self,
-        now: i64,
-        limit: i64,
-    ) -> Result<Vec<OutboxEntry>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT id, call_id, url, state, attempts, created_at, next_attempt_at, last_error FROM outbox
-             WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(outbox_row).collect())
-    }
-
-    /// Counts of outbox entries by state.
-    pub async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StorageError> {
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
-    pub async fn mark_delivered(&self, id: i64) -> Result<(), StorageError> {
-        sqlx::query("UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = $2, last_error = NULL WHERE id = $1")
-            .bind(id)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Records a failed attempt: retried at `next_attempt_at`, or dead when `dead`.
-    pub async fn mark_failed(
-        &self,
-        id: i64,
-        error: &str,
-        next_attempt_at: i64,
-        dead: bool,
-    ) -> Result<(), StorageError> {
-        sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3,
-             state = CASE WHEN $4 THEN 'dead' ELSE 'pending' END WHERE id = $1",
-        )
-        .bind(id)
-        .bind(error)
-        .bind(next_attempt_at)
-        .bind(dead)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Finishes queued writes, then closes the pool, flushing the WAL.
     pub async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
-    }
-}
-
-fn outbox_row(r: sqlx::sqlite::SqliteRow) -> OutboxEntry {
-    OutboxEntry {
-        id: r.get(0),
-        call_id: r.get(1),
-        url: r.get(2),
-        state: r.get(3),
-        attempts: r.get(4),
-        created_at: r.get(5),
-        next_attempt_at: r.get(6),
-        last_error: r.get(7),
     }
 }
 
@@ -508,35 +418,6 @@ mod tests {
         let c = s.find_call("a").await.unwrap().unwrap();
         assert!(c.ended_at.is_some_and(|t| t >= c.created_at));
         assert_eq!(c.answered_at, None, "inserted as answered, never set");
-    }
-
-    #[tokio::test]
-    async fn outbox_holds_one_webhook_per_call_and_tracks_attempts() {
-        let (_d, s, _) = temp().await;
-        assert!(
-            s.enqueue_webhook("call-1", "http://x/?pid=1")
-                .await
-                .unwrap()
-        );
-        assert!(
-            !s.enqueue_webhook("call-1", "http://x/?pid=1")
-                .await
-                .unwrap()
-        );
-        let due = s.due_webhooks(now_ms(), 10).await.unwrap();
-        assert_eq!(due.len(), 1);
-        s.mark_failed(due[0].id, "http 500", now_ms() + 60_000, false)
-            .await
-            .unwrap();
-        assert!(s.due_webhooks(now_ms(), 10).await.unwrap().is_empty());
-        let later = s.due_webhooks(now_ms() + 61_000, 10).await.unwrap();
-        assert_eq!(later[0].attempts, 1);
-        assert_eq!(later[0].last_error.as_deref(), Some("http 500"));
-        s.mark_delivered(later[0].id).await.unwrap();
-        assert_eq!(
-            s.outbox_counts().await.unwrap(),
-            vec![("delivered".to_string(), 1)]
-        );
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ use sqlx::{Connection, Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StorageError;
+use super::outbox::{DialerReport, OutboxEntry, Reported, entry, entry_columns};
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;
@@ -20,6 +21,22 @@ const QUEUE: usize = 16_384;
 /// One write, owning its values.
 #[derive(Debug)]
 pub(super) enum Write {
+    ReportDialer(DialerReport),
+    Lease {
+        now: i64,
+        limit: i64,
+        until: i64,
+    },
+    Delivered {
+        id: i64,
+        at: i64,
+    },
+    Failed {
+        id: i64,
+        error: String,
+        next_attempt_at: i64,
+        dead: bool,
+    },
     InsertCall {
         id: String,
         kind: &'static str,
@@ -43,8 +60,18 @@ pub(super) enum Write {
     },
 }
 
+/// What a write produced.
+#[derive(Debug)]
+pub(super) enum Applied {
+    Done,
+    Reported(Reported),
+    Leased(Vec<OutboxEntry>),
+}
+
+type Done = oneshot::Sender<Result<Applied, StorageError>>;
+
 enum Msg {
-    Write(Write, oneshot::Sender<Result<(), StorageError>>),
+    Write(Write, Done),
     /// Finish what is queued before this, then stop.
     Close(oneshot::Sender<()>),
 }
@@ -61,6 +88,11 @@ fn closed() -> StorageError {
 impl Handle {
     /// Queues `write` and waits until it is committed.
     pub(super) async fn write(&self, write: Write) -> Result<(), StorageError> {
+        self.apply(write).await.map(|_| ())
+    }
+
+    /// Queues `write` and waits until it is committed, with what it produced.
+    pub(super) async fn apply(&self, write: Write) -> Result<Applied, StorageError> {
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Msg::Write(write, done))
@@ -141,7 +173,7 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Msg>) {
 async fn commit(
     pool: &SqlitePool,
     conn: &mut Option<PoolConnection<Sqlite>>,
-    batch: &mut Vec<(Write, oneshot::Sender<Result<(), StorageError>>)>,
+    batch: &mut Vec<(Write, Done)>,
 ) {
     let mut results = Vec::with_capacity(batch.len());
     let outcome: Result<(), sqlx::Error> = async {
@@ -182,8 +214,57 @@ async fn commit(
 async fn apply(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     write: &Write,
-) -> Result<(), sqlx::Error> {
+) -> Result<Applied, sqlx::Error> {
     match write {
+        Write::ReportDialer(report) => return report_dialer(tx, report).await,
+        Write::Lease { now, limit, until } => {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                entry_columns!(),
+                " FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1
+                 ORDER BY next_attempt_at, id LIMIT $2"
+            ))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await?;
+            let entries: Vec<OutboxEntry> = rows.iter().map(entry).collect();
+            for e in &entries {
+                sqlx::query("UPDATE outbox SET next_attempt_at = $2 WHERE id = $1")
+                    .bind(e.id)
+                    .bind(until)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            return Ok(Applied::Leased(entries));
+        }
+        Write::Delivered { id, at } => {
+            sqlx::query(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = $2,
+                    last_error = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Write::Failed {
+            id,
+            error,
+            next_attempt_at,
+            dead,
+        } => {
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3,
+                    state = CASE WHEN $4 THEN 'dead' ELSE 'pending' END WHERE id = $1",
+            )
+            .bind(id)
+            .bind(error)
+            .bind(next_attempt_at)
+            .bind(dead)
+            .execute(&mut **tx)
+            .await?;
+        }
         Write::InsertCall {
             id,
             kind,
@@ -239,5 +320,69 @@ async fn apply(
             .await?;
         }
     }
-    Ok(())
+    Ok(Applied::Done)
+}
+
+/// Records a dialer call and its webhook, unless one of its legs already has a call.
+async fn report_dialer(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    r: &DialerReport,
+) -> Result<Applied, sqlx::Error> {
+    let mut legs: Vec<&str> = r.legs.iter().map(String::as_str).collect();
+    if !legs.contains(&r.call_id.as_str()) {
+        legs.push(&r.call_id);
+    }
+    let legs_json = serde_json::to_string(&legs).expect("strings serialise");
+    let find = sqlx::query_scalar::<_, String>(
+        "SELECT id FROM calls WHERE id IN (SELECT value FROM json_each($1))
+         UNION SELECT call_id FROM call_legs WHERE leg_id IN (SELECT value FROM json_each($1))
+         LIMIT 1",
+    )
+    .bind(&legs_json);
+    let existing = find.fetch_optional(&mut **tx).await?;
+    let call_id = match existing {
+        Some(id) => id,
+        None => {
+            sqlx::query(
+                "INSERT INTO calls (id, kind, ramal, telefone, crm_id, state, created_at, answered_at)
+                 VALUES ($1, 'dialer', $2, $3, $4, 'answered', $5, $5)",
+            )
+            .bind(&r.call_id)
+            .bind(&r.ramal)
+            .bind(&r.telefone)
+            .bind(&r.crm_id)
+            .bind(super::now_ms())
+            .execute(&mut **tx)
+            .await?;
+            r.call_id.clone()
+        }
+    };
+    for leg in legs.iter().filter(|l| **l != call_id) {
+        sqlx::query(
+            "INSERT INTO call_legs (leg_id, call_id) VALUES ($1, $2) ON CONFLICT (leg_id) DO NOTHING",
+        )
+        .bind(*leg)
+        .bind(&call_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let now = super::now_ms();
+    let inserted = sqlx::query(
+        "INSERT INTO outbox (call_id, url, state, attempts, created_at, next_attempt_at, give_up_at)
+         VALUES ($1, $2, 'pending', 0, $3, $3, $4) ON CONFLICT (call_id) DO NOTHING",
+    )
+    .bind(&call_id)
+    .bind((r.url)(&call_id))
+    .bind(now)
+    .bind(r.give_up_at)
+    .execute(&mut **tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(Applied::Reported(Reported::Duplicate { call_id }));
+    }
+    let outbox_id: i64 = sqlx::query_scalar("SELECT id FROM outbox WHERE call_id = $1")
+        .bind(&call_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Applied::Reported(Reported::Enqueued { call_id, outbox_id }))
 }

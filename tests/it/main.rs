@@ -5,6 +5,7 @@ mod captures;
 mod click2call;
 mod client;
 mod codec_props;
+mod dialer;
 mod outbound;
 mod service;
 mod support;

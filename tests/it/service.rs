@@ -42,7 +42,7 @@ fn check_config(file: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, S
 }
 
 async fn get(url: &str) -> (u16, String) {
-    let r = reqwest::get(url).await.unwrap();
+    let r = crate::support::get(url).await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
@@ -53,7 +53,7 @@ async fn readyz_follows_the_event_socket_and_metrics_count_commands() {
     let file = write_config(
         dir.path(),
         &format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[freeswitch]\naddress = \"{}\"\nreconnect_max_backoff = \"200ms\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[dialer]\nlisten = \"127.0.0.1:0\"\n[freeswitch]\naddress = \"{}\"\nreconnect_max_backoff = \"200ms\"\n[storage]\nurl = \"sqlite://{}\"\n",
             fs.addr(),
             dir.path().join("s.db").display()
         ),
@@ -182,7 +182,7 @@ async fn binary_starts_without_freeswitch_and_exits_cleanly_on_sigterm() {
     let file = write_config(
         dir.path(),
         &format!(
-            "[http]\nlisten = \"127.0.0.1:{http}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[freeswitch]\naddress = \"127.0.0.1:{nobody}\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[dialer]\nlisten = \"127.0.0.1:0\"\n[freeswitch]\naddress = \"127.0.0.1:{nobody}\"\n[storage]\nurl = \"sqlite://{}\"\n",
             dir.path().join("s.db").display()
         ),
     );
@@ -197,7 +197,7 @@ async fn binary_starts_without_freeswitch_and_exits_cleanly_on_sigterm() {
     let url = format!("http://127.0.0.1:{admin}/readyz");
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = loop {
-        if let Ok(r) = reqwest::get(&url).await {
+        if let Ok(r) = crate::support::get(&url).await {
             assert_eq!(r.status().as_u16(), 503);
             break r.text().await.unwrap();
         }
@@ -244,7 +244,7 @@ async fn binary_click2call_logs_mask_numbers_and_never_the_chave() {
     let file = write_config(
         dir.path(),
         &format!(
-            "[http]\nlisten = \"127.0.0.1:{http}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[freeswitch]\naddress = \"{}\"\n[recordings]\ndir = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[dialer]\nlisten = \"127.0.0.1:0\"\n[freeswitch]\naddress = \"{}\"\n[recordings]\ndir = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n",
             fs.addr(),
             dir.path().join("rec").display(),
             dir.path().join("s.db").display()
@@ -260,14 +260,14 @@ async fn binary_click2call_logs_mask_numbers_and_never_the_chave() {
         .unwrap();
     let ready = format!("http://127.0.0.1:{admin}/readyz");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !reqwest::get(&ready)
+    while !crate::support::get(&ready)
         .await
         .is_ok_and(|r| r.status().as_u16() == 200)
     {
         assert!(Instant::now() < deadline, "service never became ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     let url = format!("http://127.0.0.1:{http}/click2call");
     let ok = client
         .post(&url)

@@ -25,6 +25,8 @@ pub struct Extra {
     pub http: String,
     pub freeswitch: String,
     pub recordings: String,
+    pub dialer: String,
+    pub finaz: String,
     pub log: String,
 }
 
@@ -53,12 +55,21 @@ impl Harness {
             service: Some(service),
             fs,
             dir,
-            http: reqwest::Client::new(),
+            http: super::http(),
         }
     }
 
     pub fn service(&self) -> &Service {
         self.service.as_ref().unwrap()
+    }
+
+    /// The outbound event socket server.
+    pub fn dialer(&self) -> std::net::SocketAddr {
+        self.service().dialer_addr.expect("dialer socket enabled")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("s.db")
     }
 
     pub fn recordings(&self) -> PathBuf {
@@ -70,7 +81,7 @@ impl Harness {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.admin))
+        super::get(format!("{}/metrics", self.admin))
             .await
             .unwrap()
             .text()
@@ -91,6 +102,8 @@ fn config_text(fs: &StandIn, dir: &tempfile::TempDir, extra: &Extra) -> String {
          [admin]\nlisten = \"127.0.0.1:0\"\n\
          [freeswitch]\naddress = \"{}\"\nreconnect_max_backoff = \"200ms\"\n{}\n\
          [recordings]\ndir = \"{}\"\n{}\n\
+         [dialer]\nlisten = \"127.0.0.1:0\"\n{}\n\
+         [finaz]\n{}\n\
          [storage]\nurl = \"sqlite://{}\"\n\
          [log]\n{}\n",
         extra.http,
@@ -98,6 +111,8 @@ fn config_text(fs: &StandIn, dir: &tempfile::TempDir, extra: &Extra) -> String {
         extra.freeswitch,
         dir.path().join("rec").display(),
         extra.recordings,
+        extra.dialer,
+        extra.finaz,
         dir.path().join("s.db").display(),
         extra.log,
     )

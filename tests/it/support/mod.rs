@@ -4,6 +4,18 @@
 #![allow(dead_code)]
 
 pub mod captures;
+pub mod finaz;
 pub mod harness;
 pub mod outbound_driver;
 pub mod standin;
+
+/// An HTTP client for tests (the process's TLS provider installed first, as the service does).
+pub fn http() -> reqwest::Client {
+    finaz_freeswitch::app::install_tls_provider();
+    reqwest::Client::new()
+}
+
+/// `GET url` with [`http`].
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http().get(url).send().await
+}

@@ -17,23 +17,34 @@ const CAPTURED_UUID: &str = "eeb5469e-5fb6-4069-ba00-af82a30037ea";
 /// The captured connect reply (3640 bytes, no Content-Length) with our call id, and extra or
 /// replaced `variable_*` headers inserted before `Content-Type`, percent-encoded as FS does.
 pub fn connect_reply(call: &str, variables: &[(&str, &str)]) -> Vec<u8> {
+    connect_reply_with(call, variables, &[])
+}
+
+/// Like [`connect_reply`], also replacing or adding plain headers (`Other-Leg-Unique-ID`...).
+pub fn connect_reply_with(
+    call: &str,
+    variables: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> Vec<u8> {
     let raw = read_capture("04a_outbound_full_session.rx.raw");
     let end = raw.windows(2).position(|w| w == b"\n\n").unwrap();
     let block = String::from_utf8(raw[..end].to_vec())
         .unwrap()
         .replace(CAPTURED_UUID, call);
+    let mut extra: Vec<(String, &str)> = variables
+        .iter()
+        .map(|(n, v)| (format!("variable_{n}"), *v))
+        .collect();
+    extra.extend(headers.iter().map(|(n, v)| (n.to_string(), *v)));
     let mut out = String::new();
     for line in block.lines() {
         let name = line.split(':').next().unwrap();
-        if variables
-            .iter()
-            .any(|(n, _)| format!("variable_{n}") == name)
-        {
+        if extra.iter().any(|(n, _)| n == name) {
             continue;
         }
         if name == "Content-Type" {
-            for (n, v) in variables {
-                out.push_str(&format!("variable_{n}: {}\n", fs_encode(v)));
+            for (n, v) in &extra {
+                out.push_str(&format!("{n}: {}\n", fs_encode(v)));
             }
         }
         out.push_str(line);

@@ -1,0 +1,101 @@
+//! The outbound event socket server the dialplan's `socket` app connects to.
+//!
+//! Per connection: send `connect`, read the channel data, record the answered call with its
+//! webhook (committed before we let go), then close. Closing without a hangup lets the call
+//! go on in the dialplan (capture 04b); we never send anything but `connect`. Each session has
+//! a deadline, so a FreeSWITCH that stalls, closes early or sends garbage costs one task for
+//! at most `dialer.session_timeout`, never the call.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{Answered, DialerStats, Reporter, Source};
+use crate::config::DialerConfig;
+use crate::esl::outbound::OutboundSession;
+
+/// Sessions served at once; more wait in the listen backlog (FreeSWITCH waits with them).
+const MAX_SESSIONS: usize = 4096;
+
+/// Accepts sessions until `shutdown`, then lets the open ones finish.
+pub async fn serve(
+    listener: TcpListener,
+    reporter: Reporter,
+    vars: Arc<DialerConfig>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let mut sessions = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("never closed"),
+            _ = shutdown.cancelled() => break,
+        };
+        let (sock, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "dialer listener accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        tracing::trace!(%peer, "dialer session accepted");
+        while sessions.try_join_next().is_some() {}
+        let reporter = reporter.clone();
+        let vars = vars.clone();
+        sessions.spawn(async move {
+            let _permit = permit;
+            reporter
+                .stats
+                .sessions_active
+                .fetch_add(1, Ordering::Relaxed);
+            session(sock, &reporter, &vars).await;
+            reporter
+                .stats
+                .sessions_active
+                .fetch_sub(1, Ordering::Relaxed);
+            tracing::trace!(%peer, "dialer session closed");
+        });
+    }
+    drop(listener);
+    while sessions.join_next().await.is_some() {}
+}
+
+async fn session(sock: TcpStream, reporter: &Reporter, vars: &DialerConfig) {
+    let _ = sock.set_nodelay(true);
+    let deadline = tokio::time::Instant::now() + vars.session_timeout;
+    let mut session = OutboundSession::new(sock);
+    let data = match session.connect(vars.session_timeout).await {
+        Ok(d) => d,
+        Err(e) => {
+            DialerStats::inc(&reporter.stats.sessions_failed);
+            tracing::warn!(error = %e, "dialer session ended before the channel data");
+            return;
+        }
+    };
+    match Answered::from_socket(&data, vars) {
+        Ok(answered) => {
+            // Keep the session (the call waits parked in `socket`) until the webhook is
+            // durable, but never past the deadline: the call matters more.
+            if tokio::time::timeout_at(deadline, reporter.report(answered))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "storing the answered call took longer than dialer.session_timeout; letting the call go on"
+                );
+            }
+        }
+        Err(why) => reporter.not_reported(Source::Socket, &why, data.unique_id().as_deref()),
+    }
+    // Dropping the session closes the socket: FreeSWITCH continues the dialplan.
+}

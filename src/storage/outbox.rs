@@ -1,0 +1,375 @@
+//! The webhook outbox: answered dialer calls recorded with their webhook in one commit, then
+//! leased, delivered or retried, and kept as dead when they run out of time.
+//!
+//! Every state change goes through the writer task, so a report from the socket and one from
+//! the events of the same call are serialised: whichever commits first enqueues the webhook,
+//! the other finds the call by one of its legs and only links what it knows.
+
+use std::fmt;
+
+use sqlx::Row;
+
+use super::writer::Write;
+use super::{Storage, StorageError, now_ms};
+
+/// Where an outbox entry stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Delivered => "delivered",
+            OutboxState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(OutboxState::Pending),
+            "delivered" => Some(OutboxState::Delivered),
+            "dead" => Some(OutboxState::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// A webhook waiting in, or done with, the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub call_id: String,
+    pub url: String,
+    pub state: OutboxState,
+    pub attempts: i64,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<i64>,
+    /// When retrying stops (None on rows from before migration 2).
+    pub give_up_at: Option<i64>,
+}
+
+/// The columns [`entry`] reads, in order (a macro, so queries stay static strings).
+macro_rules! entry_columns {
+    () => {
+        "id, call_id, url, state, attempts, created_at, next_attempt_at, last_error, delivered_at, give_up_at"
+    };
+}
+pub(super) use entry_columns;
+
+pub(super) fn entry(r: &sqlx::sqlite::SqliteRow) -> OutboxEntry {
+    OutboxEntry {
+        id: r.get(0),
+        call_id: r.get(1),
+        url: r.get(2),
+        state: OutboxState::parse(r.get::<&str, _>(3)).unwrap_or(OutboxState::Pending),
+        attempts: r.get(4),
+        created_at: r.get(5),
+        next_attempt_at: r.get(6),
+        last_error: r.get(7),
+        delivered_at: r.get(8),
+        give_up_at: r.get(9),
+    }
+}
+
+/// Builds a call's webhook URL from the call id that ends up holding it.
+pub type UrlFor = Box<dyn Fn(&str) -> String + Send + Sync>;
+
+/// An operator answered a tagged dialer call: what to record and whom to tell.
+pub struct DialerReport {
+    /// The call id Finaz gets (`cid`), unless one of `legs` already belongs to a call.
+    pub call_id: String,
+    pub crm_id: String,
+    pub telefone: Option<String>,
+    pub ramal: Option<String>,
+    /// Every channel uuid known to belong to this call (both legs, the call id too).
+    pub legs: Vec<String>,
+    /// When retrying the webhook stops.
+    pub give_up_at: i64,
+    pub url: UrlFor,
+}
+
+impl fmt::Debug for DialerReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DialerReport")
+            .field("call_id", &self.call_id)
+            .field("legs", &self.legs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What recording a report did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reported {
+    /// A new webhook is in the outbox.
+    Enqueued { call_id: String, outbox_id: i64 },
+    /// The call was already reported (by the other detection path, or twice).
+    Duplicate { call_id: String },
+}
+
+/// Which dead entries a manual retry revives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryTarget {
+    One(i64),
+    AllDead,
+}
+
+impl Storage {
+    /// Records an answered dialer call and its webhook in one commit; a call one of whose
+    /// legs was already reported is a duplicate.
+    pub async fn report_dialer_call(&self, report: DialerReport) -> Result<Reported, StorageError> {
+        match self.writer.apply(Write::ReportDialer(report)).await? {
+            super::writer::Applied::Reported(r) => Ok(r),
+            _ => unreachable!("report answers Reported"),
+        }
+    }
+
+    /// Takes up to `limit` due entries and pushes their next attempt to `until`, so they are
+    /// neither taken twice nor lost if the process dies while sending them.
+    pub async fn lease_due(
+        &self,
+        now: i64,
+        limit: i64,
+        until: i64,
+    ) -> Result<Vec<OutboxEntry>, StorageError> {
+        match self
+            .writer
+            .apply(Write::Lease { now, limit, until })
+            .await?
+        {
+            super::writer::Applied::Leased(v) => Ok(v),
+            _ => unreachable!("lease answers Leased"),
+        }
+    }
+
+    /// When the next pending entry is due (index-backed).
+    pub async fn next_due(&self) -> Result<Option<i64>, StorageError> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(at)
+    }
+
+    pub async fn mark_delivered(&self, id: i64) -> Result<(), StorageError> {
+        self.writer
+            .write(Write::Delivered { id, at: now_ms() })
+            .await
+    }
+
+    /// Records a failed attempt: retried at `next_attempt_at`, or dead when `dead`.
+    pub async fn mark_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt_at: i64,
+        dead: bool,
+    ) -> Result<(), StorageError> {
+        self.writer
+            .write(Write::Failed {
+                id,
+                error: error.to_string(),
+                next_attempt_at,
+                dead,
+            })
+            .await
+    }
+
+    /// Makes every pending entry due now (at startup: Finaz may have come back meanwhile).
+    pub async fn retry_pending_now(&self) -> Result<u64, StorageError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $1 WHERE state = 'pending' AND next_attempt_at > $1",
+        )
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Puts dead entries back in the queue, due now, with `retry_for` ms more to live.
+    pub async fn retry_dead(
+        &self,
+        target: RetryTarget,
+        retry_for: i64,
+    ) -> Result<u64, StorageError> {
+        let now = now_ms();
+        let query = match target {
+            RetryTarget::One(id) => sqlx::query(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = $1, give_up_at = $2
+                 WHERE state = 'dead' AND id = $3",
+            )
+            .bind(now)
+            .bind(now + retry_for)
+            .bind(id),
+            RetryTarget::AllDead => sqlx::query(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = $1, give_up_at = $2
+                 WHERE state = 'dead'",
+            )
+            .bind(now)
+            .bind(now + retry_for),
+        };
+        let done = query.execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Entries in `state`, newest first.
+    pub async fn list_outbox(
+        &self,
+        state: OutboxState,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, StorageError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM outbox WHERE state = $1 ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(state.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(entry).collect())
+    }
+
+    /// Entries in `state` (index-backed: cheap for pending and dead, which stay small).
+    pub async fn count_outbox(&self, state: OutboxState) -> Result<i64, StorageError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = $1")
+            .bind(state.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
+    /// The outbox entry of a call, if any.
+    pub async fn outbox_for_call(
+        &self,
+        call_id: &str,
+    ) -> Result<Option<OutboxEntry>, StorageError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM outbox WHERE call_id = $1"
+        ))
+        .bind(call_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(entry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::CallKind;
+
+    async fn temp() -> (tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        (dir, Storage::open(&url).await.unwrap())
+    }
+
+    fn report(call_id: &str, legs: &[&str]) -> DialerReport {
+        DialerReport {
+            call_id: call_id.into(),
+            crm_id: "CRM-1".into(),
+            telefone: Some("41988445566".into()),
+            ramal: Some("1001".into()),
+            legs: legs.iter().map(|s| s.to_string()).collect(),
+            give_up_at: now_ms() + 86_400_000,
+            url: Box::new(|cid| format!("http://finaz/x?cid={cid}")),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_webhook_per_call_whichever_leg_reports_it() {
+        let (_d, s) = temp().await;
+        let first = s
+            .report_dialer_call(report("a", &["a", "b"]))
+            .await
+            .unwrap();
+        let Reported::Enqueued { call_id, outbox_id } = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(call_id, "a");
+        // The other path saw the same call from the operator's leg, with another id.
+        let again = s
+            .report_dialer_call(report("b", &["b", "c"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            Reported::Duplicate {
+                call_id: "a".into()
+            }
+        );
+        // Every leg finds the call.
+        for leg in ["a", "b", "c"] {
+            let c = s.find_call(leg).await.unwrap().unwrap();
+            assert_eq!((c.id.as_str(), c.kind), ("a", CallKind::Dialer));
+            assert_eq!(c.crm_id.as_deref(), Some("CRM-1"));
+        }
+        let e = s.outbox_for_call("a").await.unwrap().unwrap();
+        assert_eq!((e.id, e.url.as_str()), (outbox_id, "http://finaz/x?cid=a"));
+        assert_eq!(s.count_outbox(OutboxState::Pending).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn leases_retries_delivery_and_dead_letters() {
+        let (_d, s) = temp().await;
+        s.report_dialer_call(report("a", &["a"])).await.unwrap();
+        s.report_dialer_call(report("z", &["z"])).await.unwrap();
+        let now = now_ms();
+        let leased = s.lease_due(now, 1, now + 15_000).await.unwrap();
+        assert_eq!(leased.len(), 1);
+        // Leased: not due again until the lease ends.
+        let other = s.lease_due(now, 10, now + 15_000).await.unwrap();
+        assert_eq!(other.len(), 1);
+        assert_ne!(other[0].id, leased[0].id);
+        assert!(s.lease_due(now, 10, now + 15_000).await.unwrap().is_empty());
+        assert_eq!(s.next_due().await.unwrap(), Some(now + 15_000));
+        assert_eq!(
+            s.lease_due(now + 15_000, 10, now + 30_000)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+
+        let (a, z) = (leased[0].id, other[0].id);
+        s.mark_failed(a, "HTTP 503", now + 500, false)
+            .await
+            .unwrap();
+        s.mark_failed(z, "HTTP 500", now, true).await.unwrap();
+        let dead = s.list_outbox(OutboxState::Dead, 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
+        assert_eq!(dead[0].attempts, 1);
+        let due = s.lease_due(now + 500, 10, now + 20_000).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].attempts, 1);
+        s.mark_delivered(a).await.unwrap();
+        assert_eq!(s.count_outbox(OutboxState::Delivered).await.unwrap(), 1);
+        assert_eq!(s.count_outbox(OutboxState::Pending).await.unwrap(), 0);
+
+        assert_eq!(s.retry_dead(RetryTarget::AllDead, 60_000).await.unwrap(), 1);
+        let revived = s.outbox_for_call("z").await.unwrap().unwrap();
+        assert_eq!(revived.state, OutboxState::Pending);
+        assert!(revived.give_up_at.unwrap() > now_ms());
+        assert_eq!(
+            s.retry_dead(RetryTarget::One(revived.id), 1).await.unwrap(),
+            0
+        );
+        // A restart makes every pending entry due at once.
+        s.mark_failed(revived.id, "HTTP 502", now_ms() + 3_600_000, false)
+            .await
+            .unwrap();
+        assert_eq!(s.retry_pending_now().await.unwrap(), 1);
+        assert!(s.next_due().await.unwrap().unwrap() <= now_ms());
+    }
+}

@@ -1,0 +1,590 @@
+//! Dialer answered, end to end: FreeSWITCH's `socket` app (played from capture 04a) and its
+//! events (capture 07) on one side, a real HTTP server playing Finaz on the other.
+
+use std::time::{Duration, Instant};
+
+use finaz_freeswitch::storage::{OutboxState, Storage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::captures::plain_event_body;
+use crate::support::finaz::{FakeFinaz, param};
+use crate::support::harness::{Extra, Harness};
+use crate::support::outbound_driver::{connect_reply, connect_reply_with, drive};
+
+const HOLD: Duration = Duration::from_secs(10);
+
+/// The customer leg and the operator leg of capture 07.
+const CUSTOMER_LEG: &str = "d1a1e700-0000-4000-8000-000000000007";
+const OPERATOR_LEG: &str = "2c101f0f-ac8b-47fe-b5cb-01ff5c577bfb";
+
+async fn harness(finaz: &FakeFinaz, extra_finaz: &str, extra_dialer: &str) -> Harness {
+    Harness::start(Extra {
+        finaz: format!("answered_url = \"{}\"\n{extra_finaz}", finaz.template()),
+        dialer: extra_dialer.into(),
+        ..Extra::default()
+    })
+    .await
+}
+
+async fn wait_outbox(storage: &Storage, call: &str, state: OutboxState) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = storage.outbox_for_call(call).await.unwrap();
+        if e.as_ref().is_some_and(|e| e.state == state) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "outbox never {state:?}: {e:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_socket_hand_off_sends_every_value_exactly_encoded_and_lets_the_call_go_on() {
+    let finaz = FakeFinaz::start().await;
+    let h = harness(&finaz, "empresa_id = \"77 A\"", "").await;
+    let call = "d1a1e700-0000-4000-8000-000000000042";
+    let reply = connect_reply(
+        call,
+        &[
+            ("finaz_crm_id", "CRM 7001+ção"),
+            ("finaz_telefone", "+55 41 98844-5566"),
+            ("finaz_ramal", "1001"),
+        ],
+    );
+    let session = drive(h.dialer(), reply, HOLD).await;
+    // Only `connect`, then the adapter closes: no hangup, the dialplan continues.
+    assert_eq!(session.commands, ["connect"]);
+    assert!(session.closed_by_adapter);
+    // The webhook was durable before the session was released.
+    let entry = h
+        .service()
+        .storage
+        .outbox_for_call(call)
+        .await
+        .unwrap()
+        .expect("stored before the socket closed");
+    assert_eq!(entry.attempts, 0);
+
+    let hits = finaz
+        .wait_for(Duration::from_secs(5), |h| !h.is_empty())
+        .await;
+    assert_eq!(hits.len(), 1);
+    assert_eq!(
+        hits[0].target,
+        format!(
+            "/telephony-proxy/atendimentodiscador?pid=CRM%207001%2B%C3%A7%C3%A3o&num=%2B55%2041%2098844-5566&cid={call}&ramal=1001&empresald=77%20A"
+        )
+    );
+    wait_outbox(&h.service().storage, call, OutboxState::Delivered).await;
+    // The cid finds the call for recordings.
+    let c = h.service().storage.find_call(call).await.unwrap().unwrap();
+    assert_eq!(c.crm_id.as_deref(), Some("CRM 7001+ção"));
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("finaz_dialer_answered_total{source=\"socket\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("finaz_webhook_delivered_total 1\n"));
+    assert!(metrics.contains("finaz_outbox_pending 0\n"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn without_tags_the_operator_and_customer_come_from_the_channel() {
+    let finaz = FakeFinaz::start().await;
+    let h = harness(&finaz, "", "").await;
+    // The operator's leg, bridged from the customer's: as the shipped snippet runs it.
+    let reply = connect_reply_with(
+        OPERATOR_LEG,
+        &[("finaz_crm_id", "CRM-9"), ("dialed_user", "1007")],
+        &[
+            ("Other-Leg-Unique-ID", CUSTOMER_LEG),
+            ("Other-Leg-Direction", "outbound"),
+            ("Other-Leg-Destination-Number", "41977776666"),
+        ],
+    );
+    drive(h.dialer(), reply, HOLD).await;
+    let hit = finaz
+        .wait_for(Duration::from_secs(5), |h| !h.is_empty())
+        .await
+        .remove(0);
+    assert_eq!(param(&hit, "pid"), Some("CRM-9"));
+    assert_eq!(param(&hit, "num"), Some("41977776666"));
+    assert_eq!(param(&hit, "ramal"), Some("1007"));
+    assert_eq!(
+        param(&hit, "cid"),
+        Some(CUSTOMER_LEG),
+        "the customer's leg names the call"
+    );
+    assert_eq!(param(&hit, "empresald"), Some(""));
+    // Either leg finds it.
+    let storage = &h.service().storage;
+    assert_eq!(
+        storage.find_call(OPERATOR_LEG).await.unwrap().unwrap().id,
+        CUSTOMER_LEG
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_without_a_crm_id_is_counted_not_sent() {
+    let finaz = FakeFinaz::start().await;
+    let h = harness(&finaz, "", "").await;
+    let call = "d1a1e700-0000-4000-8000-000000000043";
+    let session = drive(
+        h.dialer(),
+        connect_reply(call, &[("finaz_crm_id", "")]),
+        HOLD,
+    )
+    .await;
+    assert_eq!(session.commands, ["connect"]);
+    assert!(session.closed_by_adapter);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(finaz.hits().is_empty());
+    assert!(
+        h.service()
+            .storage
+            .outbox_for_call(call)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        h.metrics()
+            .await
+            .contains("finaz_dialer_without_crm_id_total 1\n")
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn finaz_failing_then_succeeding_gets_it_once_with_backoff_and_retry_after() {
+    let finaz = FakeFinaz::start().await;
+    finaz.script(&[(503, Some("0")), (429, Some("0")), (500, None)]);
+    let h = harness(&finaz, "", "").await;
+    let call = "d1a1e700-0000-4000-8000-000000000044";
+    let started = Instant::now();
+    drive(
+        h.dialer(),
+        connect_reply(call, &[("finaz_crm_id", "1")]),
+        HOLD,
+    )
+    .await;
+    let hits = finaz
+        .wait_for(Duration::from_secs(10), |h| {
+            h.iter().any(|x| x.status == 200)
+        })
+        .await;
+    assert_eq!(
+        hits.iter().map(|h| h.status).collect::<Vec<_>>(),
+        [503, 429, 500, 200]
+    );
+    // Two immediate retries (Retry-After: 0), then one backoff of 0.5-1 s.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(
+        hits.iter().all(|h| h.target == hits[0].target),
+        "same request every time"
+    );
+    wait_outbox(&h.service().storage, call, OutboxState::Delivered).await;
+    let e = h
+        .service()
+        .storage
+        .outbox_for_call(call)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.attempts, 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(finaz.hits().len(), 4, "nothing after the 2xx");
+    assert!(
+        h.metrics()
+            .await
+            .contains("finaz_webhook_retries_total 3\n")
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_entry_past_its_age_is_dead_and_the_cli_revives_it() {
+    let finaz = FakeFinaz::start().await;
+    finaz.set_default(500);
+    let h = harness(&finaz, "max_retry_age = \"1s\"", "").await;
+    let call = "d1a1e700-0000-4000-8000-000000000045";
+    drive(
+        h.dialer(),
+        connect_reply(call, &[("finaz_crm_id", "1")]),
+        HOLD,
+    )
+    .await;
+    wait_outbox(&h.service().storage, call, OutboxState::Dead).await;
+    let dead = h
+        .service()
+        .storage
+        .outbox_for_call(call)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dead.last_error.as_deref(), Some("HTTP 500"));
+    assert!(dead.attempts >= 2, "retried before giving up: {dead:?}");
+    assert!(h.metrics().await.contains("finaz_outbox_dead 1\n"));
+
+    // The operator sees it and replays it with the CLI, against the running service's database.
+    let config = h.dir.path().join("config.toml");
+    let bin = env!("CARGO_BIN_EXE_finaz-freeswitch");
+    let list = std::process::Command::new(bin)
+        .args(["outbox", "list", "--state", "dead", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert!(text.contains(call) && text.contains("HTTP 500"), "{text}");
+    finaz.set_default(200);
+    let retry = std::process::Command::new(bin)
+        .args(["outbox", "retry", "--all-dead", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        retry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retry.stderr)
+    );
+    assert!(String::from_utf8_lossy(&retry.stdout).contains("1 "));
+    wait_outbox(&h.service().storage, call, OutboxState::Delivered).await;
+    assert_eq!(finaz.accepted().len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn five_hundred_concurrent_sessions_are_each_reported() {
+    let finaz = FakeFinaz::start().await;
+    let h = harness(&finaz, "max_concurrent_deliveries = 32", "").await;
+    let addr = h.dialer();
+    let mut sessions = Vec::new();
+    for i in 0..500 {
+        let call = format!("d1a1e700-0000-4000-8000-{i:012}");
+        let reply = connect_reply(&call, &[("finaz_crm_id", &format!("CRM-{i}"))]);
+        sessions.push(tokio::spawn(drive(addr, reply, HOLD)));
+    }
+    for s in sessions {
+        let s = s.await.unwrap();
+        assert_eq!(s.commands, ["connect"], "{s:?}");
+        assert!(s.closed_by_adapter);
+    }
+    let hits = finaz
+        .wait_for(Duration::from_secs(20), |h| h.len() >= 500)
+        .await;
+    let mut cids: Vec<_> = hits
+        .iter()
+        .map(|h| param(h, "cid").unwrap().to_string())
+        .collect();
+    cids.sort();
+    cids.dedup();
+    assert_eq!(cids.len(), 500);
+    for h in &hits {
+        let i: u64 = param(h, "cid").unwrap()[24..].parse().unwrap();
+        assert_eq!(param(h, "pid"), Some(format!("CRM-{i}").as_str()));
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn broken_and_stalled_sessions_neither_hang_the_server_nor_report() {
+    let finaz = FakeFinaz::start().await;
+    let h = harness(&finaz, "", "session_timeout = \"300ms\"").await;
+    let addr = h.dialer();
+    // Closes before anything.
+    drop(TcpStream::connect(addr).await.unwrap());
+    // Closes in the middle of the channel data.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"connect\n\n");
+    let reply = connect_reply("d1a1e700-0000-4000-8000-000000000046", &[]);
+    s.write_all(&reply[..reply.len() / 2]).await.unwrap();
+    drop(s);
+    // Sends garbage.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = s.read(&mut buf).await.unwrap();
+    s.write_all(b"Content-Length: -5\nContent-Type: command/reply\n\n")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .expect("the adapter closes a garbage session")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // Says nothing after connect: closed at the session timeout.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let _ = stalled.read(&mut buf).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(3), stalled.read(&mut buf))
+        .await
+        .expect("a stalled session is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // And a good session still works.
+    let call = "d1a1e700-0000-4000-8000-000000000047";
+    let s = drive(addr, connect_reply(call, &[("finaz_crm_id", "1")]), HOLD).await;
+    assert!(s.closed_by_adapter);
+    let hits = finaz
+        .wait_for(Duration::from_secs(5), |h| !h.is_empty())
+        .await;
+    assert_eq!(hits.len(), 1);
+    assert_eq!(param(&hits[0], "cid"), Some(call));
+    let metrics = h.metrics().await;
+    let failed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("finaz_dialer_sessions_failed_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(failed >= 4, "{metrics}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_call_seen_by_socket_and_events_is_sent_once() {
+    let finaz = FakeFinaz::start().await;
+    let h = harness(&finaz, "", "").await;
+    // Events: the captured CHANNEL_BRIDGE of the tagged customer leg (capture 07).
+    let bridge = plain_event_body("07_dialer_bridge_to_sip_operator.rx.raw", "CHANNEL_BRIDGE");
+    // Socket: the operator's leg, with the tags exported to it, as the shipped snippet does.
+    let reply = connect_reply_with(
+        OPERATOR_LEG,
+        &[
+            ("finaz_crm_id", "CRM-7001"),
+            ("finaz_telefone", "41988445566"),
+        ],
+        &[("Other-Leg-Unique-ID", CUSTOMER_LEG)],
+    );
+    let addr = h.dialer();
+    let socket = tokio::spawn(drive(addr, reply, HOLD));
+    h.fs.emit(&bridge);
+    socket.await.unwrap();
+    let hits = finaz
+        .wait_for(Duration::from_secs(5), |h| !h.is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hits_after = finaz.hits();
+    assert_eq!(hits_after.len(), 1, "{hits_after:#?}");
+    assert_eq!(param(&hits[0], "cid"), Some(CUSTOMER_LEG));
+    assert_eq!(param(&hits[0], "pid"), Some("CRM-7001"));
+    assert_eq!(param(&hits[0], "num"), Some("41988445566"));
+    assert_eq!(param(&hits[0], "ramal"), Some("1001"));
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("finaz_dialer_duplicates_total 1\n"),
+        "{metrics}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn events_alone_report_a_bridge_and_a_callcenter_answer() {
+    let finaz = FakeFinaz::start().await;
+    let h = harness(&finaz, "", "trigger = \"events\"").await;
+    assert_eq!(
+        h.service().dialer_addr,
+        None,
+        "no socket server in events mode"
+    );
+    let bridge = plain_event_body("07_dialer_bridge_to_sip_operator.rx.raw", "CHANNEL_BRIDGE");
+    h.fs.emit(&bridge);
+    // mod_callcenter's bridge-agent-start carries the agent's channel with exported tags.
+    let member = "d1a1e700-0000-4000-8000-0000000000cc";
+    let agent = "2c101f0f-0000-4000-8000-0000000000cc";
+    let mut cc = String::new();
+    for line in bridge.lines() {
+        if line.is_empty() {
+            break;
+        }
+        let name = line.split(':').next().unwrap();
+        match name {
+            "Event-Name" => {
+                cc.push_str("Event-Name: CUSTOM\nEvent-Subclass: callcenter%3A%3Ainfo\n")
+            }
+            "Unique-ID" => cc.push_str(&format!("Unique-ID: {agent}\n")),
+            "variable_finaz_crm_id" => cc.push_str("variable_finaz_crm_id: CRM-CC-1\n"),
+            "variable_finaz_telefone" | "Content-Length" => {}
+            _ if name.starts_with("Other-Leg") || name.starts_with("Bridge-") => {}
+            _ => {
+                cc.push_str(line);
+                cc.push('\n');
+            }
+        }
+    }
+    cc.push_str(&format!(
+        "CC-Queue: vendas%40default\nCC-Action: bridge-agent-start\nCC-Agent: 1002%40default\nCC-Agent-UUID: {agent}\nCC-Member-Session-UUID: {member}\nCC-Member-CID-Number: 41955554444\n\n"
+    ));
+    h.fs.emit(&cc);
+    let hits = finaz
+        .wait_for(Duration::from_secs(5), |h| h.len() >= 2)
+        .await;
+    let by_cid = |cid: &str| hits.iter().find(|h| param(h, "cid") == Some(cid)).unwrap();
+    let b = by_cid(CUSTOMER_LEG);
+    assert_eq!(param(b, "pid"), Some("CRM-7001"));
+    assert_eq!(param(b, "ramal"), Some("1001"));
+    let c = by_cid(member);
+    assert_eq!(param(c, "pid"), Some("CRM-CC-1"));
+    assert_eq!(param(c, "ramal"), Some("1002"));
+    assert_eq!(param(c, "num"), Some("41955554444"));
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("finaz_dialer_answered_total{source=\"bridge\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("finaz_dialer_answered_total{source=\"callcenter\"} 1\n"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_send_in_flight_finish() {
+    let finaz = FakeFinaz::start().await;
+    finaz.set_delay(Duration::from_millis(800));
+    let h = harness(&finaz, "", "").await;
+    let call = "d1a1e700-0000-4000-8000-000000000048";
+    drive(
+        h.dialer(),
+        connect_reply(call, &[("finaz_crm_id", "1")]),
+        HOLD,
+    )
+    .await;
+    // Wait until the GET is on its way (leased), then stop the service.
+    let storage = h.service().storage.clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while storage
+        .outbox_for_call(call)
+        .await
+        .unwrap()
+        .is_none_or(|e| e.next_attempt_at <= finaz_freeswitch::storage::now_ms())
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let db = h.db_path();
+    let dir = h.dir.path().to_path_buf();
+    let _keep = &dir;
+    let Harness {
+        service, dir: tmp, ..
+    } = h;
+    service.unwrap().stop().await;
+    let reopened = Storage::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let e = reopened.outbox_for_call(call).await.unwrap().unwrap();
+    assert_eq!(e.state, OutboxState::Delivered, "{e:?}");
+    assert_eq!(finaz.accepted().len(), 1);
+    drop(tmp);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real binary, started on `config`, ready once its admin listener answers.
+async fn start_binary(config: &std::path::Path, admin: u16) -> tokio::process::Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_finaz-freeswitch"))
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{admin}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crate::support::get(&url).await.is_err() {
+        assert!(Instant::now() < deadline, "binary never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child
+}
+
+async fn kill(child: &mut tokio::process::Child, signal: &str) {
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("process ends")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_webhook_survives_sigkill_while_finaz_is_down_and_is_sent_exactly_once() {
+    let finaz = FakeFinaz::start().await;
+    finaz.set_default(503);
+    let dir = tempfile::tempdir().unwrap();
+    let (http, admin, dialer, nobody) = (free_port(), free_port(), free_port(), free_port());
+    let db = dir.path().join("s.db");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [dialer]\nlisten = \"127.0.0.1:{dialer}\"\n\
+             [freeswitch]\naddress = \"127.0.0.1:{nobody}\"\n\
+             [finaz]\nanswered_url = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            finaz.template(),
+            db.display()
+        ),
+    )
+    .unwrap();
+    let mut first = start_binary(&config, admin).await;
+    let call = "d1a1e700-0000-4000-8000-000000000049";
+    let s = drive(
+        format!("127.0.0.1:{dialer}").parse().unwrap(),
+        connect_reply(call, &[("finaz_crm_id", "CRM-KILL")]),
+        HOLD,
+    )
+    .await;
+    assert!(s.closed_by_adapter);
+    finaz
+        .wait_for(Duration::from_secs(5), |h| !h.is_empty())
+        .await;
+    kill(&mut first, "-KILL").await;
+
+    // Finaz comes back while the adapter is down; the restarted adapter sends it.
+    finaz.set_default(200);
+    let mut second = start_binary(&config, admin).await;
+    let hits = finaz
+        .wait_for(Duration::from_secs(10), |h| {
+            h.iter().any(|x| x.status == 200)
+        })
+        .await;
+    assert!(hits.iter().all(|h| param(h, "cid") == Some(call)));
+    assert!(hits.iter().all(|h| param(h, "pid") == Some("CRM-KILL")));
+    // Once acknowledged it is never sent again, not even after another SIGKILL.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(&mut second, "-KILL").await;
+    let mut third = start_binary(&config, admin).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(finaz.accepted().len(), 1, "{:#?}", finaz.hits());
+    kill(&mut third, "-TERM").await;
+    let storage = Storage::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let e = storage.outbox_for_call(call).await.unwrap().unwrap();
+    assert_eq!(e.state, OutboxState::Delivered);
+}
