@@ -16,6 +16,8 @@ pub struct Hit {
     /// Path and query, as sent (still percent-encoded).
     pub target: String,
     pub status: u16,
+    /// When the request arrived.
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -51,6 +53,7 @@ impl FakeFinaz {
             .then(move |path: warp::path::FullPath, query: String| {
                 let s = s.clone();
                 async move {
+                    let at = Instant::now();
                     let (status, retry_after) = s
                         .script
                         .lock()
@@ -66,7 +69,7 @@ impl FakeFinaz {
                     } else {
                         format!("{}?{query}", path.as_str())
                     };
-                    s.hits.lock().unwrap().push(Hit { target, status });
+                    s.hits.lock().unwrap().push(Hit { target, status, at });
                     s.arrived.notify_waiters();
                     let mut r = warp::reply::Response::new("ok".into());
                     *r.status_mut() = StatusCode::from_u16(status).unwrap();
