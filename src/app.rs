@@ -19,6 +19,7 @@ use crate::domain::originate::OriginatePlan;
 use crate::esl::{Client, ClientConfig};
 use crate::http::{self, Ctx, edge::Edge, stats::HttpStats};
 use crate::outbox::{self, Outbox};
+use crate::recordings::{self, Recordings};
 use crate::storage::Storage;
 
 /// Events the service needs from FreeSWITCH (BACKGROUND_JOB is added by the client).
@@ -188,6 +189,11 @@ impl Service {
                 shutdown.child_token(),
             ));
         }
+        tasks.spawn(recordings::watch(
+            esl.clone(),
+            storage.clone(),
+            shutdown.child_token(),
+        ));
         let http_stats = Arc::new(HttpStats::default());
         let ctx = Arc::new(Ctx {
             edge: Edge {
@@ -196,6 +202,8 @@ impl Service {
                 chave: config.http.chave.clone(),
             },
             click2call_path: config.http.click2call_path.clone(),
+            recording_path: config.http.recording_path.clone(),
+            recordings: Recordings::new(storage.clone(), esl.clone(), &config.recordings),
             max_body_bytes: config.http.max_body_bytes,
             click2call: click2call.clone(),
             stats: http_stats.clone(),

@@ -15,4 +15,5 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;
+pub mod recordings;
 pub mod storage;

@@ -80,6 +80,9 @@ pub struct RecordingsConfig {
     pub dir: PathBuf,
     pub record_click2call: bool,
     pub stereo: bool,
+    /// Where to look, under `dir`, for a call's recording FreeSWITCH never told us about:
+    /// placeholders `{uuid}` (each leg of the call), `{yyyy}` `{mm}` `{dd}` (the call's UTC day).
+    pub path_template: String,
 }
 
 /// How answered dialer calls are detected.

@@ -90,6 +90,7 @@ pub struct RawRecordings {
     pub dir: String,
     pub record_click2call: bool,
     pub stereo: bool,
+    pub path_template: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -378,10 +379,30 @@ impl RawConfig {
             request_timeout,
             reconnect_max_backoff,
         };
+        template(
+            &mut errs,
+            "recordings.path_template",
+            &self.recordings.path_template,
+            &["uuid"],
+            &["uuid", "yyyy", "mm", "dd"],
+        );
+        if self.recordings.path_template.starts_with('/')
+            || self
+                .recordings
+                .path_template
+                .split('/')
+                .any(|c| c == ".." || c.is_empty())
+        {
+            errs.push(format!(
+                "recordings.path_template = {:?} must be a relative path under recordings.dir, without '..'",
+                self.recordings.path_template
+            ));
+        }
         let recordings = RecordingsConfig {
             dir: PathBuf::from(&self.recordings.dir),
             record_click2call: self.recordings.record_click2call,
             stereo: self.recordings.stereo,
+            path_template: self.recordings.path_template.clone(),
         };
         // Originate templates and the recording path end up on a command line: checked by
         // the code that builds it.

@@ -5,6 +5,8 @@
 
 pub mod click2call;
 pub mod edge;
+pub mod range;
+pub mod recording;
 pub mod reply;
 pub mod stats;
 
@@ -22,19 +24,23 @@ use warp::reply::Response;
 
 use crate::click2call::Click2Call;
 use crate::logging::mask_phone;
+use crate::recordings::Recordings;
 use edge::{Edge, Refusal};
 use reply::{ApiError, Format};
 use stats::HttpStats;
 
 pub const ENDPOINT_CLICK2CALL: &str = "click2call";
+pub const ENDPOINT_RECORDING: &str = "recording";
 pub const ENDPOINT_OTHER: &str = "other";
 
 /// What the handlers need, shared by every request.
 pub struct Ctx {
     pub edge: Edge,
     pub click2call_path: String,
+    pub recording_path: String,
     pub max_body_bytes: u64,
     pub click2call: Click2Call,
+    pub recordings: Recordings,
     pub stats: Arc<HttpStats>,
     pub mask_phone_numbers: bool,
 }
@@ -148,6 +154,8 @@ where
     let format = click2call::answer_format(&headers, json_request);
     let endpoint = if path == ctx.click2call_path {
         ENDPOINT_CLICK2CALL
+    } else if path == ctx.recording_path {
+        ENDPOINT_RECORDING
     } else {
         ENDPOINT_OTHER
     };
@@ -168,6 +176,9 @@ where
     let client = ctx.edge.client_ip(peer.ip(), &forwarded);
     if let Err(r) = ctx.edge.check_ip(client) {
         return ctx.refuse(endpoint, &refusal(r), format);
+    }
+    if endpoint == ENDPOINT_RECORDING {
+        return recording::handle(ctx, &method, &headers, &query).await;
     }
     if endpoint != ENDPOINT_CLICK2CALL {
         let e = ApiError::new(

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub cause: Option<String>,
     /// Seconds, for 503 and 409.
     pub retry_after: Option<u32>,
+    /// Methods the endpoint takes, for 405.
+    pub allow: &'static str,
 }
 
 impl ApiError {
@@ -28,7 +30,13 @@ impl ApiError {
             field: None,
             cause: None,
             retry_after: None,
+            allow: "POST",
         }
+    }
+
+    pub fn allow(mut self, methods: &'static str) -> Self {
+        self.allow = methods;
+        self
     }
 
     pub fn field(mut self, field: &'static str) -> Self {
@@ -106,7 +114,7 @@ pub fn error(e: &ApiError, format: Format) -> Response {
     }
     if e.status == StatusCode::METHOD_NOT_ALLOWED {
         r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            .insert(header::ALLOW, HeaderValue::from_static(e.allow));
     }
     r
 }

@@ -15,14 +15,17 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 mod outbox;
+mod recordings;
 mod writer;
 
 pub use outbox::{DialerReport, OutboxEntry, OutboxState, Reported, RetryTarget};
+pub use recordings::{RecordingEvent, RecordingRow, RecordingState};
 
 /// Embedded migrations, applied in order at startup; never edit one that has shipped.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_outbox_give_up.sql")),
+    (3, include_str!("migrations/0003_recordings.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StorageError;
 use super::outbox::{DialerReport, OutboxEntry, Reported, entry, entry_columns};
+use super::recordings::RecordingState;
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;
@@ -22,6 +23,27 @@ const QUEUE: usize = 16_384;
 #[derive(Debug)]
 pub(super) enum Write {
     ReportDialer(DialerReport),
+    RecordingStarted {
+        leg: String,
+        path: String,
+        at: i64,
+    },
+    RecordingStopped {
+        leg: String,
+        path: String,
+        cause: Option<String>,
+        state: RecordingState,
+        at: i64,
+    },
+    LegHungUp {
+        leg: String,
+        path: Option<String>,
+        at: i64,
+    },
+    LinkBridge {
+        a: String,
+        b: String,
+    },
     Lease {
         now: i64,
         limit: i64,
@@ -99,6 +121,17 @@ impl Handle {
             .await
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
+    }
+
+    /// Queues `write` behind everything queued before it and returns without waiting for the
+    /// commit (a failure is logged by the writer). For event streams whose order matters more
+    /// than each caller knowing the outcome.
+    pub(super) async fn submit(&self, write: Write) -> Result<(), StorageError> {
+        let (done, _) = oneshot::channel();
+        self.tx
+            .send(Msg::Write(write, done))
+            .await
+            .map_err(|_| closed())
     }
 
     /// Commits everything queued so far and stops the writer.
@@ -195,7 +228,12 @@ async fn commit(
     .await;
     match outcome {
         Ok(()) => {
-            for ((_, done), result) in batch.drain(..).zip(results) {
+            for ((write, done), result) in batch.drain(..).zip(results) {
+                if let Err(e) = &result
+                    && done.is_closed()
+                {
+                    tracing::warn!(error = %e, ?write, "storage write failed");
+                }
                 let _ = done.send(result.map_err(StorageError::from));
             }
         }
@@ -217,6 +255,81 @@ async fn apply(
 ) -> Result<Applied, sqlx::Error> {
     match write {
         Write::ReportDialer(report) => return report_dialer(tx, report).await,
+        Write::RecordingStarted { leg, path, at } => {
+            sqlx::query(
+                "INSERT INTO recordings (leg_id, path, state, started_at) VALUES ($1, $2, 'recording', $3)
+                 ON CONFLICT (leg_id, path) DO UPDATE SET state = 'recording', started_at = $3, stopped_at = NULL, cause = NULL",
+            )
+            .bind(leg)
+            .bind(path)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Write::RecordingStopped {
+            leg,
+            path,
+            cause,
+            state,
+            at,
+        } => {
+            sqlx::query(
+                "INSERT INTO recordings (leg_id, path, state, cause, stopped_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (leg_id, path) DO UPDATE SET state = $3, cause = $4, stopped_at = $5",
+            )
+            .bind(leg)
+            .bind(path)
+            .bind(state.as_str())
+            .bind(cause)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Write::LegHungUp { leg, path, at } => {
+            sqlx::query(
+                "UPDATE recordings SET state = 'done', cause = COALESCE(cause, 'hangup'), stopped_at = $2
+                 WHERE leg_id = $1 AND state = 'recording'",
+            )
+            .bind(leg)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+            // A dialer call ends with its call leg (click2call calls follow their own task).
+            sqlx::query(
+                "UPDATE calls SET state = 'ended', ended_at = COALESCE(ended_at, $2)
+                 WHERE id = $1 AND kind = 'dialer' AND state = 'answered'",
+            )
+            .bind(leg)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+            if let Some(path) = path {
+                sqlx::query(
+                    "INSERT INTO recordings (leg_id, path, state, cause, stopped_at) VALUES ($1, $2, 'done', 'hangup', $3)
+                     ON CONFLICT (leg_id, path) DO NOTHING",
+                )
+                .bind(leg)
+                .bind(path)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        Write::LinkBridge { a, b } => {
+            for (known, other) in [(a, b), (b, a)] {
+                sqlx::query(
+                    "INSERT INTO call_legs (leg_id, call_id)
+                     SELECT $2, id FROM calls WHERE id = $1
+                     UNION SELECT $2, call_id FROM call_legs WHERE leg_id = $1
+                     LIMIT 1
+                     ON CONFLICT (leg_id) DO NOTHING",
+                )
+                .bind(known)
+                .bind(other)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
         Write::Lease { now, limit, until } => {
             let rows = sqlx::query(concat!(
                 "SELECT ",

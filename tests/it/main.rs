@@ -7,5 +7,6 @@ mod client;
 mod codec_props;
 mod dialer;
 mod outbound;
+mod recording;
 mod service;
 mod support;

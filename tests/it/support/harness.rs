@@ -89,6 +89,27 @@ impl Harness {
             .unwrap()
     }
 
+    /// Stops the service and starts it again on the same configuration and database (new
+    /// ports), as an operator's restart.
+    pub async fn restart_service(&mut self) {
+        if let Some(s) = self.service.take() {
+            s.stop().await;
+        }
+        let file = self.dir.path().join("config.toml");
+        let (_, cfg) = config::load(Some(&file)).unwrap();
+        let service = Service::start(cfg, CancellationToken::new()).await.unwrap();
+        self.base = format!("http://{}", service.http_addr);
+        self.admin = format!("http://{}", service.admin_addr);
+        self.service = Some(service);
+        assert!(
+            self.service()
+                .esl
+                .wait_connected(Duration::from_secs(5))
+                .await,
+            "restarted service never connected"
+        );
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.service.take() {
             s.stop().await;

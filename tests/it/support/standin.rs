@@ -18,6 +18,9 @@ use super::captures::plain_event_body;
 /// The call id and job id the captured click2call (`06_*`) used; replaced by ours.
 const CAPTURED_CALL: &str = "33c74a7d-a7d7-4947-94d0-d95bac1b228a";
 const CAPTURED_BUSY_CALL: &str = "9500c436-b9e7-4e5d-826f-fbd5a5708559";
+/// The recording path of capture 06, replaced by the one the originate asked for.
+const CAPTURED_RECORDING: &str =
+    "/srv/fsdemo/recordings/sip/33c74a7d-a7d7-4947-94d0-d95bac1b228a.wav";
 
 /// What FreeSWITCH does with an originate, as seen in captures 06 and 06b.
 #[derive(Debug, Clone)]
@@ -50,6 +53,8 @@ struct State {
     live: Mutex<HashSet<String>>,
     /// Time from the bgapi to CHANNEL_CREATE + CHANNEL_PROGRESS (real: ~20 ms).
     progress_delay: Mutex<Duration>,
+    /// Recordings being written, by channel: FreeSWITCH's `record_session`.
+    recording: Mutex<HashMap<String, std::path::PathBuf>>,
     conns: Mutex<Vec<(Arc<Conn>, JoinHandle<()>)>>,
 }
 
@@ -101,6 +106,7 @@ impl StandIn {
             received: Mutex::new(Vec::new()),
             live: Mutex::new(HashSet::new()),
             progress_delay: Mutex::new(Duration::from_millis(2)),
+            recording: Mutex::new(HashMap::new()),
             conns: Mutex::new(Vec::new()),
         });
         let accept = Some(tokio::spawn(accept_loop(listener, state.clone())));
@@ -171,6 +177,33 @@ impl StandIn {
     /// Hangs up a live channel: its CHANNEL_HANGUP_COMPLETE with `cause` goes out.
     pub fn hangup(&self, call: &str, cause: &str) -> bool {
         hangup(&self.state, call, cause)
+    }
+
+    /// `record_session path` on channel `leg`: writes the file as FreeSWITCH does while
+    /// recording (sizes in the header still zero) and sends RECORD_START.
+    pub fn start_recording(&self, leg: &str, path: &std::path::Path) {
+        start_recording(&self.state, leg, path);
+    }
+
+    /// Closes `leg`'s recording: final header and RECORD_STOP; `discarded` deletes the file
+    /// and flags it as FreeSWITCH does for too-short recordings.
+    pub fn stop_recording(&self, leg: &str, discarded: bool) -> Option<std::path::PathBuf> {
+        stop_recording(&self.state, leg, discarded)
+    }
+
+    /// FreeSWITCH dies mid-recording and the channel goes: the file keeps the header it had
+    /// while recording (sizes zero), and no RECORD_STOP is sent, only the hangup.
+    pub fn crash_recording(&self, leg: &str) -> Option<std::path::PathBuf> {
+        let path = self.state.recording.lock().unwrap().remove(leg)?;
+        std::fs::write(&path, {
+            let mut partial = recorded_wav(2);
+            partial[4..8].copy_from_slice(&0u32.to_le_bytes());
+            partial[40..44].copy_from_slice(&0u32.to_le_bytes());
+            partial
+        })
+        .unwrap();
+        hangup(&self.state, leg, "NORMAL_CLEARING");
+        Some(path)
     }
 
     /// Sends raw bytes to every connection (for malformed-input tests).
@@ -475,11 +508,61 @@ async fn read_command(
     }
 }
 
-/// Ends a live channel as FreeSWITCH does: CHANNEL_HANGUP_COMPLETE with the cause.
+fn broadcast(state: &State, body: &str) {
+    for (c, _) in state.conns.lock().unwrap().iter() {
+        c.send_event(body);
+    }
+}
+
+/// The WAV FreeSWITCH leaves: 8 kHz mono 16-bit, one second of a ramp per call.
+pub fn recorded_wav(seconds: usize) -> Vec<u8> {
+    let samples: Vec<i16> = (0..8000 * seconds).map(|i| (i % 4000) as i16 * 8).collect();
+    finaz_freeswitch::recordings::wav::pcm_wav(&samples)
+}
+
+fn start_recording(state: &State, leg: &str, path: &std::path::Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // While recording, the sizes in the header are not written yet.
+    let mut partial = recorded_wav(1);
+    partial[4..8].copy_from_slice(&0u32.to_le_bytes());
+    partial[40..44].copy_from_slice(&0u32.to_le_bytes());
+    std::fs::write(path, &partial).unwrap();
+    state
+        .recording
+        .lock()
+        .unwrap()
+        .insert(leg.to_string(), path.to_path_buf());
+    let body = plain_event_body("06_sip_operator_click2call.rx.raw", "RECORD_START")
+        .replace(CAPTURED_RECORDING, &fs_encode(&path.display().to_string()))
+        .replace(CAPTURED_CALL, leg);
+    broadcast(state, &body);
+}
+
+fn stop_recording(state: &State, leg: &str, discarded: bool) -> Option<std::path::PathBuf> {
+    let path = state.recording.lock().unwrap().remove(leg)?;
+    let mut body = plain_event_body("06_sip_operator_click2call.rx.raw", "RECORD_STOP")
+        .replace(CAPTURED_RECORDING, &fs_encode(&path.display().to_string()))
+        .replace(CAPTURED_CALL, leg);
+    if discarded {
+        std::fs::remove_file(&path).unwrap();
+        body = body.replace(
+            "Record-Completion-Cause: success-silence\n",
+            "Record-Completion-Cause: success-silence\nvariable_RECORD_DISCARDED: true\n",
+        );
+    } else {
+        std::fs::write(&path, recorded_wav(3)).unwrap();
+    }
+    broadcast(state, &body);
+    Some(path)
+}
+
+/// Ends a live channel as FreeSWITCH does: RECORD_STOP for its recording, then
+/// CHANNEL_HANGUP_COMPLETE with the cause.
 fn hangup(state: &State, call: &str, cause: &str) -> bool {
     if !state.live.lock().unwrap().remove(call) {
         return false;
     }
+    stop_recording(state, call, false);
     let body = captured(
         "06_sip_operator_click2call.rx.raw",
         "CHANNEL_HANGUP_COMPLETE",
@@ -557,6 +640,14 @@ async fn run_job(state: Arc<State>, conn: Arc<Conn>, job: String, arg: String) {
                 return;
             }
             send(captured(ok, "CHANNEL_ANSWER", CAPTURED_CALL, &call));
+            // execute_on_answer='record_session <path>' starts recording at the answer.
+            if let Some(path) = args
+                .split("execute_on_answer='record_session ")
+                .nth(1)
+                .and_then(|r| r.split('\'').next())
+            {
+                start_recording(&state, &call, std::path::Path::new(path));
+            }
             send(background_job(
                 &job,
                 "originate",

@@ -1,0 +1,255 @@
+//! Where recordings are: what FreeSWITCH's RECORD_START / RECORD_STOP said about each leg,
+//! and which legs a bridge joined to a known call.
+
+use sqlx::Row;
+
+use super::writer::Write;
+use super::{Storage, StorageError, now_ms};
+
+/// Where a recording stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordingState {
+    /// RECORD_START seen, neither RECORD_STOP nor the leg's hangup yet: still being written.
+    Recording,
+    /// Closed, header final.
+    Done,
+    /// FreeSWITCH deleted it (too short or empty).
+    Discarded,
+}
+
+impl RecordingState {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            RecordingState::Recording => "recording",
+            RecordingState::Done => "done",
+            RecordingState::Discarded => "discarded",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "recording" => RecordingState::Recording,
+            "discarded" => RecordingState::Discarded,
+            _ => RecordingState::Done,
+        }
+    }
+}
+
+/// One recording of one leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingRow {
+    pub leg_id: String,
+    pub path: String,
+    pub state: RecordingState,
+    pub cause: Option<String>,
+    pub started_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+}
+
+/// What the event stream says about recordings, applied in the order it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordingEvent {
+    Started {
+        leg: String,
+        path: String,
+    },
+    Stopped {
+        leg: String,
+        path: String,
+        cause: Option<String>,
+        discarded: bool,
+    },
+    HungUp {
+        leg: String,
+        path: Option<String>,
+    },
+    Bridged {
+        a: String,
+        b: String,
+    },
+}
+
+impl Storage {
+    /// Queues an event's write behind the ones before it, without waiting for the commit.
+    pub async fn queue_recording_event(&self, e: RecordingEvent) -> Result<(), StorageError> {
+        let at = now_ms();
+        let write = match e {
+            RecordingEvent::Started { leg, path } => Write::RecordingStarted { leg, path, at },
+            RecordingEvent::Stopped {
+                leg,
+                path,
+                cause,
+                discarded,
+            } => Write::RecordingStopped {
+                leg,
+                path,
+                cause,
+                state: if discarded {
+                    RecordingState::Discarded
+                } else {
+                    RecordingState::Done
+                },
+                at,
+            },
+            RecordingEvent::HungUp { leg, path } => Write::LegHungUp { leg, path, at },
+            RecordingEvent::Bridged { a, b } => Write::LinkBridge { a, b },
+        };
+        self.writer.submit(write).await
+    }
+
+    /// RECORD_START: `leg` writes `path`.
+    pub async fn recording_started(&self, leg: &str, path: &str) -> Result<(), StorageError> {
+        self.writer
+            .write(Write::RecordingStarted {
+                leg: leg.into(),
+                path: path.into(),
+                at: now_ms(),
+            })
+            .await
+    }
+
+    /// RECORD_STOP: the file is closed (or was deleted, when `discarded`).
+    pub async fn recording_stopped(
+        &self,
+        leg: &str,
+        path: &str,
+        cause: Option<&str>,
+        discarded: bool,
+    ) -> Result<(), StorageError> {
+        self.writer
+            .write(Write::RecordingStopped {
+                leg: leg.into(),
+                path: path.into(),
+                cause: cause.map(str::to_string),
+                state: if discarded {
+                    RecordingState::Discarded
+                } else {
+                    RecordingState::Done
+                },
+                at: now_ms(),
+            })
+            .await
+    }
+
+    /// The leg hung up: any recording of it still open is complete (its RECORD_STOP was
+    /// missed); a path the dialplan set in `record_file_path` is learnt if unknown.
+    pub async fn leg_hung_up(
+        &self,
+        leg: &str,
+        path_variable: Option<&str>,
+    ) -> Result<(), StorageError> {
+        self.writer
+            .write(Write::LegHungUp {
+                leg: leg.into(),
+                path: path_variable.map(str::to_string),
+                at: now_ms(),
+            })
+            .await
+    }
+
+    /// A bridge joined `a` and `b`: if one belongs to a call, so does the other.
+    pub async fn link_bridge(&self, a: &str, b: &str) -> Result<(), StorageError> {
+        self.writer
+            .write(Write::LinkBridge {
+                a: a.into(),
+                b: b.into(),
+            })
+            .await
+    }
+
+    /// Every recording of any leg of call `call_id`, newest first.
+    pub async fn recordings_for_call(
+        &self,
+        call_id: &str,
+    ) -> Result<Vec<RecordingRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT leg_id, path, state, cause, started_at, stopped_at FROM recordings
+             WHERE leg_id = $1 OR leg_id IN (SELECT leg_id FROM call_legs WHERE call_id = $1)
+             ORDER BY COALESCE(started_at, stopped_at) DESC",
+        )
+        .bind(call_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| RecordingRow {
+                leg_id: r.get(0),
+                path: r.get(1),
+                state: RecordingState::parse(r.get::<&str, _>(2)),
+                cause: r.get(3),
+                started_at: r.get(4),
+                stopped_at: r.get(5),
+            })
+            .collect())
+    }
+
+    /// Every leg uuid of a call (the call id first).
+    pub async fn legs_of(&self, call_id: &str) -> Result<Vec<String>, StorageError> {
+        let mut legs: Vec<String> =
+            sqlx::query_scalar("SELECT leg_id FROM call_legs WHERE call_id = $1 ORDER BY leg_id")
+                .bind(call_id)
+                .fetch_all(&self.pool)
+                .await?;
+        legs.retain(|l| l != call_id);
+        legs.insert(0, call_id.to_string());
+        Ok(legs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{CallKind, CallState, NewCall};
+
+    #[tokio::test]
+    async fn recordings_follow_their_legs_and_bridges() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap();
+        s.insert_call(NewCall {
+            id: "op",
+            kind: CallKind::Click2Call,
+            ramal: Some("1001"),
+            telefone: Some("41988445566"),
+            crm_id: None,
+            state: CallState::Answered,
+            recording_path: None,
+        })
+        .await
+        .unwrap();
+        // The customer's leg records; a bridge ties it to the call.
+        s.recording_started("cust", "/r/cust.wav").await.unwrap();
+        assert!(s.recordings_for_call("op").await.unwrap().is_empty());
+        s.link_bridge("cust", "op").await.unwrap();
+        let r = s.recordings_for_call("op").await.unwrap();
+        assert_eq!((r.len(), r[0].state), (1, RecordingState::Recording));
+        // Any leg finds the call; unknown pairs link nothing.
+        assert_eq!(s.find_call("cust").await.unwrap().unwrap().id, "op");
+        s.link_bridge("x", "y").await.unwrap();
+        assert!(s.find_call("x").await.unwrap().is_none());
+        s.recording_stopped("cust", "/r/cust.wav", Some("success-silence"), false)
+            .await
+            .unwrap();
+        let r = s.recordings_for_call("op").await.unwrap();
+        assert_eq!(r[0].state, RecordingState::Done);
+        assert_eq!(r[0].cause.as_deref(), Some("success-silence"));
+        // A missed RECORD_STOP is closed by the hangup; a dialplan path is learnt from it.
+        s.recording_started("op", "/r/op.wav").await.unwrap();
+        s.leg_hung_up("op", Some("/r/op2.wav")).await.unwrap();
+        let r = s.recordings_for_call("op").await.unwrap();
+        assert_eq!(r.len(), 3);
+        assert!(r.iter().all(|x| x.state == RecordingState::Done), "{r:?}");
+        s.recording_stopped("op", "/r/short.wav", None, true)
+            .await
+            .unwrap();
+        assert!(
+            s.recordings_for_call("op")
+                .await
+                .unwrap()
+                .iter()
+                .any(|x| x.state == RecordingState::Discarded)
+        );
+        assert_eq!(s.legs_of("op").await.unwrap(), ["op", "cust"]);
+    }
+}
