@@ -118,18 +118,29 @@ impl Recordings {
         }
         // No event told us: the path click2call chose, then the template for each leg.
         let legs = self.storage.legs_of(&record.id).await?;
-        let day = utc_day(record.created_at);
         let mut candidates: Vec<PathBuf> =
             record.recording_path.iter().map(PathBuf::from).collect();
-        for leg in &legs {
-            let (y, m, d) = day;
-            let rel = self
-                .template
-                .replace("{uuid}", leg)
-                .replace("{yyyy}", &format!("{y:04}"))
-                .replace("{mm}", &format!("{m:02}"))
-                .replace("{dd}", &format!("{d:02}"));
-            candidates.push(self.dir.join(rel));
+        // The call's UTC day, and the days either side: a dialplan's strftime uses
+        // FreeSWITCH's local time.
+        const DAY_MS: i64 = 86_400_000;
+        for at in [
+            record.created_at,
+            record.created_at - DAY_MS,
+            record.created_at + DAY_MS,
+        ] {
+            let (y, m, d) = utc_day(at);
+            for leg in &legs {
+                let rel = self
+                    .template
+                    .replace("{uuid}", leg)
+                    .replace("{yyyy}", &format!("{y:04}"))
+                    .replace("{mm}", &format!("{m:02}"))
+                    .replace("{dd}", &format!("{d:02}"));
+                let path = self.dir.join(rel);
+                if !candidates.contains(&path) {
+                    candidates.push(path);
+                }
+            }
         }
         for path in candidates {
             match self.open(&path).await {
