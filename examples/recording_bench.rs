@@ -125,7 +125,11 @@ async fn main() {
             .run(),
     );
     let http = reqwest::Client::new();
-    println!("file: {:.1} MB; RSS before: {} KiB", size as f64 / 1e6, rss_kib());
+    println!(
+        "file: {:.1} MB; RSS before: {} KiB",
+        size as f64 / 1e6,
+        rss_kib()
+    );
     println!(
         "| clients | /gravacao MB/s | warp::fs::file MB/s | ratio | RSS each second, /gravacao (MiB) | RSS each second, warp::fs::file (MiB) |"
     );

@@ -12,6 +12,7 @@ use crate::dialer::DialerStats;
 use crate::esl::{Client, ConnectionState};
 use crate::http::stats::HttpStats;
 use crate::outbox::Outbox;
+use crate::sandbox::{DialerCall, Simulator};
 use crate::storage::Storage;
 
 /// What the admin endpoints look at.
@@ -22,6 +23,8 @@ pub struct AdminState {
     pub http: Arc<HttpStats>,
     pub dialer: Arc<DialerStats>,
     pub outbox: Outbox,
+    /// Sandbox mode: the simulator and our outbound socket server it connects to.
+    pub sandbox: Option<(Arc<Simulator>, std::net::SocketAddr)>,
 }
 
 /// Why the service is not ready, or `None` when it is.
@@ -43,6 +46,8 @@ pub async fn not_ready_reason(state: &AdminState) -> Option<String> {
 pub fn routes(
     state: AdminState,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
+    let state_sandbox = state.sandbox.clone();
+    let sandboxed = state_sandbox.is_some();
     let with_state = warp::any().map(move || state.clone());
     let healthz = warp::path!("healthz")
         .and(warp::get())
@@ -75,16 +80,68 @@ pub fn routes(
             s.outbox.render(&mut out).await;
             warp::reply::with_header(out, "content-type", "text/plain; version=0.0.4")
         });
+    let sandbox_dialer = warp::path!("sandbox" / "dialer")
+        .and(warp::post())
+        .and(with_state_sandbox(state_sandbox))
+        .and(warp::body::content_length_limit(16 * 1024))
+        .and(warp::body::json())
+        .then(
+            |sandbox: Option<(Arc<Simulator>, std::net::SocketAddr)>, call: DialerCall| async move {
+                let Some((sim, dialer)) = sandbox else {
+                    return warp::reply::with_status(
+                        warp::reply::json(&serde_json::json!({
+                            "error": "not_sandbox",
+                            "message": "only `finaz-freeswitch sandbox` plays dialer calls"
+                        })),
+                        StatusCode::NOT_FOUND,
+                    );
+                };
+                match sim.dialer_call(dialer, call).await {
+                    Ok(played) => warp::reply::with_status(
+                        warp::reply::json(&serde_json::json!({
+                            "sandbox": true,
+                            "cid": played.call_id,
+                            "message": "sandbox dialer call answered; the webhook is on its way to finaz.answered_url"
+                        })),
+                        StatusCode::OK,
+                    ),
+                    Err(e) => warp::reply::with_status(
+                        warp::reply::json(&serde_json::json!({
+                            "sandbox": true, "error": "dialer_failed", "message": e.to_string()
+                        })),
+                        StatusCode::BAD_GATEWAY,
+                    ),
+                }
+            },
+        );
     healthz
         .map(warp::Reply::into_response)
         .or(readyz.map(warp::Reply::into_response))
         .unify()
         .or(metrics.map(warp::Reply::into_response))
         .unify()
+        .or(sandbox_dialer.map(warp::Reply::into_response))
+        .unify()
+        .map(move |mut r: warp::reply::Response| {
+            if sandboxed {
+                r.headers_mut().insert(
+                    "x-finaz-sandbox",
+                    warp::http::HeaderValue::from_static("true"),
+                );
+            }
+            r
+        })
         .recover(|_| async {
             Ok::<_, Infallible>(warp::reply::with_status(
                 warp::reply::json(&serde_json::json!({ "error": "not_found" })),
                 StatusCode::NOT_FOUND,
             ))
         })
+}
+
+fn with_state_sandbox(
+    s: Option<(Arc<Simulator>, std::net::SocketAddr)>,
+) -> impl Filter<Extract = (Option<(Arc<Simulator>, std::net::SocketAddr)>,), Error = Infallible> + Clone
+{
+    warp::any().map(move || s.clone())
 }

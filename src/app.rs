@@ -64,6 +64,14 @@ pub fn install_tls_provider() {
 /// How long shutdown waits for tasks to finish before giving up on them.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// How to run the service.
+#[derive(Default, Clone)]
+pub struct Options {
+    /// Sandbox mode: FreeSWITCH is this simulator; answers and logs say so, and the admin
+    /// listener can play a dialer call.
+    pub sandbox: Option<Arc<crate::sandbox::Simulator>>,
+}
+
 /// A running service.
 pub struct Service {
     /// Where Finaz reaches us (`http.listen`, resolved).
@@ -84,6 +92,15 @@ impl Service {
     /// Opens storage, binds the listeners and starts every task. Fails only on what cannot
     /// heal by itself (a port in use, an unusable database); FreeSWITCH being down is fine.
     pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Service> {
+        Self::start_with(config, Options::default(), shutdown).await
+    }
+
+    /// [`Service::start`] with options (the sandbox).
+    pub async fn start_with(
+        config: Config,
+        options: Options,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Service> {
         let storage = Storage::open(&config.storage_url).await.with_context(|| {
             format!(
                 "opening storage {}",
@@ -96,6 +113,10 @@ impl Service {
         let http_listener = bind(config.http.listen)
             .with_context(|| format!("binding http.listen {}", config.http.listen))?;
         let http_addr = http_listener.local_addr()?;
+        let tls = http::server::tls_from(
+            config.http.tls_cert.as_deref(),
+            config.http.tls_key.as_deref(),
+        )?;
         let plan = OriginatePlan::new(&config.freeswitch, &config.recordings)
             .map_err(|e| anyhow::anyhow!("{}", e.join("; ")))?;
         let answered_url = AnsweredUrl::parse(&config.finaz.answered_url)
@@ -208,8 +229,20 @@ impl Service {
             click2call: click2call.clone(),
             stats: http_stats.clone(),
             mask_phone_numbers: config.log.mask_phone_numbers,
+            rate_limit: http::limit::RateLimit::new(
+                config.http.rate_limit_per_minute,
+                config.http.rate_limit_burst,
+            ),
+            request_timeout: config.http.request_timeout,
+            sandbox: options.sandbox.is_some(),
         });
-        tasks.spawn(http::serve(http_listener, ctx, shutdown.child_token()));
+        tasks.spawn(http::server::serve(
+            http_listener,
+            tls,
+            http::routes(ctx),
+            config.http.request_timeout,
+            shutdown.child_token(),
+        ));
         let admin_stop = shutdown.child_token();
         let routes = admin::routes(AdminState {
             esl: esl.clone(),
@@ -217,6 +250,7 @@ impl Service {
             http: http_stats,
             dialer: reporter.stats.clone(),
             outbox: outbox.clone(),
+            sandbox: options.sandbox.clone().zip(dialer_addr),
         });
         tasks.spawn(async move {
             warp::serve(routes)

@@ -16,4 +16,5 @@ pub mod logging;
 pub mod metrics;
 pub mod outbox;
 pub mod recordings;
+pub mod sandbox;
 pub mod storage;

@@ -58,6 +58,14 @@ pub struct HttpConfig {
     pub double_click_window: Duration,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_window: Duration,
+    /// PEM files; both set: the listener speaks HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Requests per minute per client address (0: no limit), and the burst allowed.
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_burst: u32,
+    /// Time to receive a request's head and body.
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

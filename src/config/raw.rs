@@ -57,6 +57,21 @@ pub struct RawHttp {
     pub max_body_bytes: u64,
     pub double_click_window: String,
     pub idempotency_window: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt"
+    )]
+    pub tls_cert: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt"
+    )]
+    pub tls_key: Option<String>,
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_burst: u32,
+    pub request_timeout: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -258,6 +273,7 @@ impl RawConfig {
         };
         let double_click_window = dur("http.double_click_window", &self.http.double_click_window);
         let idempotency_window = dur("http.idempotency_window", &self.http.idempotency_window);
+        let http_request_timeout = dur("http.request_timeout", &self.http.request_timeout);
         let fs = &self.freeswitch;
         let originate_timeout = dur("freeswitch.originate_timeout", &fs.originate_timeout);
         let originate_response_timeout = dur(
@@ -423,6 +439,11 @@ impl RawConfig {
                 max_body_bytes: self.http.max_body_bytes,
                 double_click_window,
                 idempotency_window,
+                tls_cert: self.http.tls_cert.as_ref().map(PathBuf::from),
+                tls_key: self.http.tls_key.as_ref().map(PathBuf::from),
+                rate_limit_per_minute: self.http.rate_limit_per_minute,
+                rate_limit_burst: self.http.rate_limit_burst,
+                request_timeout: http_request_timeout,
             },
             admin_listen,
             freeswitch,

@@ -5,9 +5,11 @@
 
 pub mod click2call;
 pub mod edge;
+pub mod limit;
 pub mod range;
 pub mod recording;
 pub mod reply;
+pub mod server;
 pub mod stats;
 
 use std::convert::Infallible;
@@ -16,9 +18,8 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use warp::Filter;
+use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, Method, StatusCode, header};
 use warp::reply::Response;
 
@@ -27,6 +28,7 @@ use crate::logging::mask_phone;
 use crate::recordings::Recordings;
 use edge::{Edge, Refusal};
 use reply::{ApiError, Format};
+use server::PeerAddr;
 use stats::HttpStats;
 
 pub const ENDPOINT_CLICK2CALL: &str = "click2call";
@@ -43,6 +45,11 @@ pub struct Ctx {
     pub recordings: Recordings,
     pub stats: Arc<HttpStats>,
     pub mask_phone_numbers: bool,
+    pub rate_limit: Option<limit::RateLimit>,
+    /// Time to receive a request's body.
+    pub request_timeout: std::time::Duration,
+    /// Sandbox mode: every answer says so.
+    pub sandbox: bool,
 }
 
 impl Ctx {
@@ -103,27 +110,32 @@ pub fn refusal(r: Refusal) -> ApiError {
     }
 }
 
-/// Serves until `shutdown`, then lets requests in flight finish.
-pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, shutdown: CancellationToken) {
-    warp::serve(routes(ctx))
-        .incoming(listener)
-        .graceful(async move { shutdown.cancelled().await })
-        .run()
-        .await;
-}
-
-pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+/// Every route of the listener, as one filter (see [`server::serve`]).
+pub fn routes(ctx: Arc<Ctx>) -> BoxedFilter<(Response,)> {
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let peer = warp::ext::optional::<PeerAddr>().map(|p: Option<PeerAddr>| p.map(|p| p.0));
     warp::method()
         .and(warp::path::full())
-        .and(warp::addr::remote())
+        .and(peer)
         .and(warp::header::headers_cloned())
         .and(query)
         .and(warp::body::stream())
-        .then(move |method, path: warp::path::FullPath, peer, headers, query, body| {
-            let ctx = ctx.clone();
-            async move { dispatch(&ctx, method, path.as_str(), peer, headers, query, body).await }
-        })
+        .then(
+            move |method, path: warp::path::FullPath, peer, headers, query, body| {
+                let ctx = ctx.clone();
+                async move {
+                    let mut r =
+                        dispatch(&ctx, method, path.as_str(), peer, headers, query, body).await;
+                    if ctx.sandbox {
+                        r.headers_mut().insert(
+                            "x-finaz-sandbox",
+                            warp::http::HeaderValue::from_static("true"),
+                        );
+                    }
+                    r
+                }
+            },
+        )
         .recover(|_| async {
             Ok::<_, Infallible>(reply::error(
                 &ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "unreadable request"),
@@ -131,6 +143,7 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (Response,), Error = Infal
             ))
         })
         .unify()
+        .boxed()
 }
 
 async fn dispatch<S, B>(
@@ -177,6 +190,18 @@ where
     if let Err(r) = ctx.edge.check_ip(client) {
         return ctx.refuse(endpoint, &refusal(r), format);
     }
+    if let Some(limit) = &ctx.rate_limit
+        && let Err(wait) = limit.check(client, std::time::Instant::now())
+    {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
+        let e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests from {client}; retry in {secs} s"),
+        )
+        .retry_after(secs);
+        return ctx.refuse(endpoint, &e, format);
+    }
     if endpoint == ENDPOINT_RECORDING {
         return recording::handle(ctx, &method, &headers, &query).await;
     }
@@ -196,9 +221,22 @@ where
         );
         return ctx.refuse(endpoint, &e, format);
     }
-    let body = match read_body(&headers, body, ctx.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return ctx.refuse(endpoint, &e, format),
+    let body = match tokio::time::timeout(
+        ctx.request_timeout,
+        read_body(&headers, body, ctx.max_body_bytes),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return ctx.refuse(endpoint, &e, format),
+        Err(_) => {
+            let e = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            );
+            return ctx.refuse(endpoint, &e, format);
+        }
     };
     click2call::handle(ctx, &headers, &query, &body).await
 }

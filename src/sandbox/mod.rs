@@ -1,0 +1,482 @@
+//! The sandbox's FreeSWITCH: a small simulated PBX that speaks the real event socket protocol
+//! (auth, event subscriptions, `api`, `bgapi originate`, the outbound `socket` hand-off), so
+//! Finaz can exercise all three flows against the real service without a PBX.
+//!
+//! Calls play out in a few seconds: the operator's phone rings (CHANNEL_PROGRESS), answers
+//! after a second, is recorded (a generated tone, a valid WAV, with RECORD_START /
+//! RECORD_STOP as FreeSWITCH sends them) and hangs up. Extensions named `busy` and `offline`
+//! answer `USER_BUSY` and `USER_NOT_REGISTERED`, to try the error answers.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::domain::originate::utc_day;
+use crate::recordings::wav::pcm_wav;
+use crate::storage::now_ms;
+
+/// How long an answered sandbox call lasts.
+const CALL_LENGTH: Duration = Duration::from_secs(3);
+/// How long the operator's phone rings before answering.
+const RING: Duration = Duration::from_secs(1);
+
+/// A dialer call to play (`POST /sandbox/dialer` on the admin listener).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct DialerCall {
+    pub crm_id: String,
+    #[serde(default)]
+    pub telefone: Option<String>,
+    #[serde(default)]
+    pub ramal: Option<String>,
+}
+
+/// What a played dialer call was.
+#[derive(Debug, Clone)]
+pub struct Played {
+    pub call_id: String,
+}
+
+struct Conn {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    events: Mutex<Vec<String>>,
+}
+
+/// The simulated FreeSWITCH.
+pub struct Simulator {
+    addr: SocketAddr,
+    password: String,
+    recordings: PathBuf,
+    conns: Mutex<Vec<Arc<Conn>>>,
+    live: Mutex<HashSet<String>>,
+}
+
+impl Simulator {
+    /// Listens on 127.0.0.1 (a free port) with `password`; recordings go under `recordings`.
+    pub async fn start(password: &str, recordings: &Path) -> anyhow::Result<Arc<Simulator>> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let sim = Arc::new(Simulator {
+            addr: listener.local_addr()?,
+            password: password.to_string(),
+            recordings: recordings.to_path_buf(),
+            conns: Mutex::new(Vec::new()),
+            live: Mutex::new(HashSet::new()),
+        });
+        let s = sim.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(serve(s.clone(), sock));
+            }
+        });
+        Ok(sim)
+    }
+
+    /// The event socket address to give the service.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn broadcast(&self, name: &str, body: &str) {
+        let frame = format!(
+            "Content-Length: {}\nContent-Type: text/event-plain\n\n{body}",
+            body.len()
+        );
+        for c in self.conns.lock().expect("lock").iter() {
+            let subscribed = c.events.lock().expect("lock");
+            if subscribed.iter().any(|e| e == name || e == "ALL") {
+                let _ = c.tx.send(frame.clone().into_bytes());
+            }
+        }
+    }
+
+    /// Plays an answered dialer call: hands it to the service's outbound socket server as
+    /// FreeSWITCH's `socket` app does, and records it.
+    pub async fn dialer_call(
+        self: &Arc<Self>,
+        dialer: SocketAddr,
+        call: DialerCall,
+    ) -> anyhow::Result<Played> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let telefone = call.telefone.unwrap_or_else(|| "41988445566".into());
+        let ramal = call.ramal.unwrap_or_else(|| "1001".into());
+        let vars = [
+            ("finaz_crm_id", call.crm_id.as_str()),
+            ("finaz_telefone", telefone.as_str()),
+            ("finaz_ramal", ramal.as_str()),
+        ];
+        let mut data = channel_headers("CHANNEL_DATA", &id, "outbound", &telefone, &vars);
+        data.push_str("Content-Type: command/reply\nReply-Text: %2BOK%0A\nSocket-Mode: async\nControl: full\n\n");
+        let path = self.recording_path(&id);
+        self.start_recording(&id, &path, &vars)?;
+        let mut s = TcpStream::connect(dialer)
+            .await
+            .with_context(|| format!("connecting to dialer.listen {dialer}"))?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while !got.ends_with(b"\n\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .context("the adapter did not send connect")??;
+            anyhow::ensure!(n > 0, "the adapter closed before connect");
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(data.as_bytes()).await?;
+        // The adapter closes once the webhook is stored; the call goes on.
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while s.read(&mut buf).await.unwrap_or(0) > 0 {}
+        })
+        .await;
+        let sim = self.clone();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tokio::spawn(async move {
+            tokio::time::sleep(CALL_LENGTH).await;
+            let vars: Vec<(&str, &str)> =
+                vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            sim.end_call(&id, &telefone, Some(&path), &vars);
+        });
+        tracing::info!(cid = %played_id(&got, &data), "sandbox: dialer call handed to the adapter");
+        Ok(Played {
+            call_id: played_id(&got, &data),
+        })
+    }
+
+    fn recording_path(&self, id: &str) -> PathBuf {
+        let (y, m, d) = utc_day(now_ms());
+        self.recordings
+            .join(format!("{y:04}"))
+            .join(format!("{m:02}"))
+            .join(format!("{d:02}"))
+            .join(format!("{id}.wav"))
+    }
+
+    fn start_recording(&self, id: &str, path: &Path, vars: &[(&str, &str)]) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating {} for sandbox recordings", dir.display()))?;
+        }
+        // While recording, FreeSWITCH's header does not hold the sizes yet.
+        let mut partial = tone(1);
+        partial[4..8].copy_from_slice(&0u32.to_le_bytes());
+        partial[40..44].copy_from_slice(&0u32.to_le_bytes());
+        std::fs::write(path, partial)?;
+        let mut ev = channel_headers("RECORD_START", id, "outbound", "", vars);
+        ev.push_str(&format!(
+            "Record-File-Path: {}\n\n",
+            encode(&path.display().to_string())
+        ));
+        self.broadcast("RECORD_START", &ev);
+        self.live.lock().expect("lock").insert(id.to_string());
+        Ok(())
+    }
+
+    fn end_call(&self, id: &str, number: &str, path: Option<&Path>, vars: &[(&str, &str)]) {
+        if !self.live.lock().expect("lock").remove(id) {
+            return;
+        }
+        if let Some(path) = path {
+            let _ = std::fs::write(path, tone(CALL_LENGTH.as_secs() as usize));
+            let mut ev = channel_headers("RECORD_STOP", id, "outbound", number, vars);
+            ev.push_str(&format!(
+                "Record-File-Path: {}\nRecord-Completion-Cause: success-silence\n\n",
+                encode(&path.display().to_string())
+            ));
+            self.broadcast("RECORD_STOP", &ev);
+        }
+        let mut ev = channel_headers("CHANNEL_HANGUP_COMPLETE", id, "outbound", number, vars);
+        ev.push_str("Hangup-Cause: NORMAL_CLEARING\n\n");
+        self.broadcast("CHANNEL_HANGUP_COMPLETE", &ev);
+    }
+
+    /// Plays `originate {...}user/<ramal> <number> ...` as FreeSWITCH would.
+    async fn originate(self: Arc<Self>, conn: Arc<Conn>, job: String, args: String) {
+        let field = |key: &str| {
+            args.split(key)
+                .nth(1)
+                .map(|r| r.split([',', '}']).next().unwrap_or("").to_string())
+        };
+        let id = field("origination_uuid=").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let ramal = args
+            .split("}user/")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or("")
+            .to_string();
+        let number = args
+            .split('}')
+            .nth(1)
+            .and_then(|r| r.split(' ').nth(1))
+            .unwrap_or("")
+            .to_string();
+        let record = args
+            .split("record_session ")
+            .nth(1)
+            .and_then(|r| r.split('\'').next())
+            .map(PathBuf::from);
+        let result = |body: &str| {
+            let inner = format!(
+                "Event-Name: BACKGROUND_JOB\nJob-UUID: {job}\nJob-Command: originate\nContent-Length: {}\n\n{body}",
+                body.len()
+            );
+            let frame = format!(
+                "Content-Length: {}\nContent-Type: text/event-plain\n\n{inner}",
+                inner.len()
+            );
+            let _ = conn.tx.send(frame.into_bytes());
+        };
+        let vars = [
+            ("finaz_callid", id.as_str()),
+            ("finaz_ramal", ramal.as_str()),
+        ];
+        match ramal.as_str() {
+            "offline" => return result("-ERR USER_NOT_REGISTERED\n"),
+            "busy" => {
+                self.broadcast(
+                    "CHANNEL_CREATE",
+                    &(channel_headers("CHANNEL_CREATE", &id, "outbound", &ramal, &vars) + "\n"),
+                );
+                let mut ev =
+                    channel_headers("CHANNEL_HANGUP_COMPLETE", &id, "outbound", &ramal, &vars);
+                ev.push_str("Hangup-Cause: USER_BUSY\n\n");
+                self.broadcast("CHANNEL_HANGUP_COMPLETE", &ev);
+                return result("-ERR USER_BUSY\n");
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for name in ["CHANNEL_CREATE", "CHANNEL_PROGRESS"] {
+            self.broadcast(
+                name,
+                &(channel_headers(name, &id, "outbound", &ramal, &vars) + "\n"),
+            );
+        }
+        tokio::time::sleep(RING).await;
+        self.broadcast(
+            "CHANNEL_ANSWER",
+            &(channel_headers("CHANNEL_ANSWER", &id, "outbound", &ramal, &vars) + "\n"),
+        );
+        match &record {
+            Some(path) => {
+                if let Err(e) = self.start_recording(&id, path, &vars) {
+                    tracing::warn!(error = %e, "sandbox: cannot record");
+                    self.live.lock().expect("lock").insert(id.clone());
+                }
+            }
+            None => {
+                self.live.lock().expect("lock").insert(id.clone());
+            }
+        }
+        result(&format!("+OK {id}\n"));
+        tokio::time::sleep(CALL_LENGTH).await;
+        self.end_call(&id, &number, record.as_deref(), &vars);
+    }
+}
+
+fn played_id(_connect: &[u8], data: &str) -> String {
+    data.lines()
+        .find_map(|l| l.strip_prefix("Unique-ID: "))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A tone of `seconds` at 8 kHz, 16-bit mono: what a sandbox recording holds.
+fn tone(seconds: usize) -> Vec<u8> {
+    let samples: Vec<i16> = (0..8000 * seconds)
+        .map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / 8000.0).sin() * 8000.0) as i16)
+        .collect();
+    pcm_wav(&samples)
+}
+
+/// Percent-encodes a header value as FreeSWITCH does.
+fn encode(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_./".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The headers every channel event carries (without the closing blank line).
+fn channel_headers(
+    name: &str,
+    id: &str,
+    direction: &str,
+    number: &str,
+    vars: &[(&str, &str)],
+) -> String {
+    let mut h = format!(
+        "Event-Name: {name}\nCore-UUID: 5a4db5b6-0000-4000-8000-5a4db5b60000\nFreeSWITCH-Hostname: sandbox\nEvent-Date-Timestamp: {}\nUnique-ID: {id}\nChannel-Name: sofia/sandbox/{}\nCall-Direction: {direction}\nCaller-Destination-Number: {}\n",
+        now_ms() * 1000,
+        encode(number),
+        encode(number)
+    );
+    for (k, v) in vars {
+        h.push_str(&format!("variable_{k}: {}\n", encode(v)));
+    }
+    h
+}
+
+async fn serve(sim: Arc<Simulator>, sock: TcpStream) {
+    let (mut r, mut w) = sock.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let conn = Arc::new(Conn {
+        tx,
+        events: Mutex::new(Vec::new()),
+    });
+    let writer = tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if b.is_empty() || w.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+    });
+    let reply =
+        |text: &str| format!("Content-Type: command/reply\nReply-Text: {text}\n\n").into_bytes();
+    let _ = conn.tx.send(b"Content-Type: auth/request\n\n".to_vec());
+    let mut authed = false;
+    let mut buf = Vec::new();
+    loop {
+        let Some((line, headers)) = read_command(&mut r, &mut buf).await else {
+            break;
+        };
+        let (verb, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        if !authed {
+            if verb == "auth" && rest == sim.password {
+                authed = true;
+                sim.conns.lock().expect("lock").push(conn.clone());
+                let _ = conn.tx.send(reply("+OK accepted"));
+            } else if verb == "auth" {
+                let _ = conn.tx.send(reply("-ERR invalid"));
+                break;
+            } else {
+                let _ = conn.tx.send(reply("-ERR command not found"));
+            }
+            continue;
+        }
+        match verb {
+            "event" => {
+                conn.events
+                    .lock()
+                    .expect("lock")
+                    .extend(rest.split_whitespace().skip(1).map(str::to_string));
+                let _ = conn.tx.send(reply("+OK event listener enabled plain"));
+            }
+            "api" => {
+                let body = if rest == "status" {
+                    "UP 0 years, 0 days\nFreeSWITCH (sandbox of finaz-freeswitch) is ready\n"
+                        .to_string()
+                } else if let Some(id) = rest.strip_prefix("uuid_exists ") {
+                    sim.live
+                        .lock()
+                        .expect("lock")
+                        .contains(id.trim())
+                        .to_string()
+                } else if let Some(args) = rest.strip_prefix("uuid_kill ") {
+                    let id = args.split(' ').next().unwrap_or("");
+                    if sim.live.lock().expect("lock").contains(id) {
+                        sim.end_call(id, "", None, &[]);
+                        "+OK\n".to_string()
+                    } else {
+                        "-ERR No such channel!\n".to_string()
+                    }
+                } else if rest.starts_with("sofia_contact ") {
+                    "sofia/sandbox/sip:1001@127.0.0.1:5060\n".to_string()
+                } else {
+                    format!(
+                        "-ERR {} Command not found!\n",
+                        rest.split(' ').next().unwrap_or("")
+                    )
+                };
+                let _ = conn.tx.send(
+                    format!(
+                        "Content-Type: api/response\nContent-Length: {}\n\n{body}",
+                        body.len()
+                    )
+                    .into_bytes(),
+                );
+            }
+            "bgapi" => {
+                let job = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("Job-UUID"))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let _ = conn
+                    .tx
+                    .send(reply(&format!("+OK Job-UUID: {job}\nJob-UUID: {job}")));
+                if let Some(args) = rest.strip_prefix("originate ") {
+                    tokio::spawn(sim.clone().originate(conn.clone(), job, args.to_string()));
+                }
+            }
+            "exit" => {
+                let _ = conn.tx.send(reply("+OK bye"));
+                break;
+            }
+            _ => {
+                let _ = conn.tx.send(reply("+OK"));
+            }
+        }
+    }
+    sim.conns
+        .lock()
+        .expect("lock")
+        .retain(|c| !Arc::ptr_eq(c, &conn));
+    let _ = conn.tx.send(Vec::new());
+    let _ = writer.await;
+}
+
+/// One command: its first line and headers; a body announced by Content-Length is skipped.
+async fn read_command(
+    r: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut Vec<u8>,
+) -> Option<(String, Vec<(String, String)>)> {
+    loop {
+        while buf.first().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            buf.remove(0);
+        }
+        if let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let block = String::from_utf8_lossy(&buf[..end]).replace('\r', "");
+            buf.drain(..end + 2);
+            let mut lines = block.lines();
+            let line = lines.next().unwrap_or("").to_string();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+                .collect();
+            if let Some(len) = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+            {
+                while buf.len() < len {
+                    let mut chunk = [0u8; 4096];
+                    let n = r.read(&mut chunk).await.ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                buf.drain(..len);
+            }
+            return Some((line, headers));
+        }
+        let mut chunk = [0u8; 4096];
+        let n = r.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
