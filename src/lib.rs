@@ -9,6 +9,7 @@ pub mod cli;
 pub mod click2call;
 pub mod config;
 pub mod dialer;
+pub mod doctor;
 pub mod domain;
 pub mod esl;
 pub mod http;

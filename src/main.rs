@@ -4,12 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use finaz_freeswitch::cli::OutboxCmd;
-use finaz_freeswitch::{app, config, logging};
+use finaz_freeswitch::{app, config, doctor, logging, sandbox};
 use tokio_util::sync::CancellationToken;
 
 const USAGE: &str = "usage:
   finaz-freeswitch [--config FILE]                 run the service
   finaz-freeswitch check-config [--config FILE]    validate and print the effective config
+  finaz-freeswitch doctor [--ramal EXT] [--config FILE]
+                                                   check FreeSWITCH, storage, recordings, Finaz, ports
+  finaz-freeswitch sandbox [--config FILE]         the real service against a simulated FreeSWITCH
   finaz-freeswitch outbox list [--state dead|pending|delivered] [--limit N] [--show-url] [--config FILE]
                                                    webhooks to Finaz (default: the dead ones)
   finaz-freeswitch outbox retry ID|--all-dead [--config FILE]
@@ -22,6 +25,8 @@ environment variables.";
 enum Cmd {
     Run,
     CheckConfig,
+    Doctor { ramal: Option<String> },
+    Sandbox,
     Outbox(OutboxCmd),
 }
 
@@ -37,6 +42,14 @@ fn parse_args() -> Result<(Cmd, Option<PathBuf>), String> {
             }
             _ if outbox_args.is_some() => outbox_args.as_mut().expect("some").push(a),
             "check-config" => cmd = Cmd::CheckConfig,
+            "doctor" => cmd = Cmd::Doctor { ramal: None },
+            "sandbox" => cmd = Cmd::Sandbox,
+            "--ramal" => match &mut cmd {
+                Cmd::Doctor { ramal } => {
+                    *ramal = Some(args.next().ok_or("--ramal needs an EXTENSION")?)
+                }
+                _ => return Err("--ramal goes with doctor".into()),
+            },
             "outbox" => outbox_args = Some(Vec::new()),
             "--config" | "-c" => {
                 file = Some(PathBuf::from(args.next().ok_or("--config needs a FILE")?))
@@ -67,7 +80,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (raw, config) = match config::load(file.as_deref()) {
+    let (raw, mut config) = match config::load(file.as_deref()) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("{e}");
@@ -91,7 +104,6 @@ fn main() -> ExitCode {
             }
         };
     }
-    logging::init(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -99,7 +111,33 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config)) {
+    if let Cmd::Doctor { ramal } = &cmd {
+        let checks = runtime.block_on(doctor::run(&config, ramal.as_deref()));
+        for c in &checks {
+            println!("{}", c.line());
+        }
+        let failed = checks.iter().filter(|c| c.failed()).count();
+        if failed > 0 {
+            println!("{failed} check(s) failed");
+            return ExitCode::from(1);
+        }
+        println!("all checks passed");
+        return ExitCode::SUCCESS;
+    }
+    let sandbox = matches!(cmd, Cmd::Sandbox);
+    logging::init(&config.log, sandbox);
+    let options = if sandbox {
+        match runtime.block_on(prepare_sandbox(&mut config)) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        app::Options::default()
+    };
+    match runtime.block_on(run(config, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "service failed");
@@ -109,9 +147,47 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: config::Config) -> anyhow::Result<()> {
+/// Points the configuration at a simulated FreeSWITCH, a sandbox database and a writable
+/// recordings directory.
+async fn prepare_sandbox(config: &mut config::Config) -> anyhow::Result<app::Options> {
+    if config.storage_url == "sqlite://finaz-freeswitch.db" {
+        config.storage_url = "sqlite://finaz-freeswitch-sandbox.db".into();
+    }
+    let writable =
+        |d: &std::path::Path| std::fs::create_dir_all(d).is_ok() && tempfile_in(d).is_ok();
+    if !writable(&config.recordings.dir) {
+        let fallback = std::env::temp_dir().join("finaz-freeswitch-sandbox/recordings");
+        std::fs::create_dir_all(&fallback)?;
+        tracing::warn!(
+            configured = %config.recordings.dir.display(),
+            using = %fallback.display(),
+            "recordings.dir is not writable here; the sandbox records elsewhere"
+        );
+        config.recordings.dir = fallback;
+    }
+    let sim =
+        sandbox::Simulator::start(config.freeswitch.password.expose(), &config.recordings.dir)
+            .await?;
+    config.freeswitch.address = sim.addr().to_string();
+    tracing::warn!(
+        freeswitch = %sim.addr(),
+        storage = %config.storage_url,
+        recordings = %config.recordings.dir.display(),
+        "SANDBOX: FreeSWITCH is simulated; calls, recordings and dialer calls are not real"
+    );
+    Ok(app::Options { sandbox: Some(sim) })
+}
+
+/// Creates and removes a file in `dir`.
+fn tempfile_in(dir: &std::path::Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".finaz-sandbox-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(probe)
+}
+
+async fn run(config: config::Config, options: app::Options) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    let service = app::Service::start(config, shutdown.clone()).await?;
+    let service = app::Service::start_with(config, options, shutdown.clone()).await?;
     wait_for_signal().await?;
     tracing::info!("shutdown requested");
     service.stop().await;

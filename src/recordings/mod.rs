@@ -154,6 +154,10 @@ impl Recordings {
                 Err(e) => return Err(e),
             }
         }
+        // Nothing yet, but the call is still up (a click2call rings before it records).
+        if self.may_still_be_recording(&record.state, &legs).await {
+            return Err(RecordingError::InProgress);
+        }
         Err(RecordingError::NoRecording)
     }
 

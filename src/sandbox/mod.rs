@@ -252,6 +252,7 @@ impl Simulator {
             _ => {}
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+        self.live.lock().expect("lock").insert(id.clone());
         for name in ["CHANNEL_CREATE", "CHANNEL_PROGRESS"] {
             self.broadcast(
                 name,
@@ -263,16 +264,10 @@ impl Simulator {
             "CHANNEL_ANSWER",
             &(channel_headers("CHANNEL_ANSWER", &id, "outbound", &ramal, &vars) + "\n"),
         );
-        match &record {
-            Some(path) => {
-                if let Err(e) = self.start_recording(&id, path, &vars) {
-                    tracing::warn!(error = %e, "sandbox: cannot record");
-                    self.live.lock().expect("lock").insert(id.clone());
-                }
-            }
-            None => {
-                self.live.lock().expect("lock").insert(id.clone());
-            }
+        if let Some(path) = &record
+            && let Err(e) = self.start_recording(&id, path, &vars)
+        {
+            tracing::warn!(error = %e, "sandbox: cannot record");
         }
         result(&format!("+OK {id}\n"));
         tokio::time::sleep(CALL_LENGTH).await;

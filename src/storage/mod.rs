@@ -204,6 +204,15 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StorageError> {
 }
 
 impl Storage {
+    /// Takes the database's write lock and gives it back: fails when the file or its
+    /// directory is read-only or another process holds the lock too long.
+    pub async fn check_writable(&self) -> Result<(), StorageError> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+        Ok(())
+    }
+
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

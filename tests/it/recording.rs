@@ -378,3 +378,29 @@ async fn a_restart_forgets_nothing_and_missed_events_fall_back_to_the_known_path
     assert_eq!(&g.body[..4], b"RIFF");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_call_without_recording_is_409_while_up_then_a_distinct_404() {
+    let h = Harness::start(Extra {
+        recordings: "record_click2call = false".into(),
+        ..Extra::default()
+    })
+    .await;
+    let r = h
+        .http
+        .post(h.url("/click2call"))
+        .json(&json!({"ramal": "1001", "telefone": "41988445566"}))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<serde_json::Value>().await.unwrap()["callid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let live = until_status(&h, &format!("callid={id}"), 409).await;
+    assert_eq!(live.code(), "recording_in_progress");
+    h.fs.hangup(&id, "NORMAL_CLEARING");
+    let done = until_status(&h, &format!("callid={id}"), 404).await;
+    assert_eq!(done.code(), "recording_not_found");
+    h.stop().await;
+}

@@ -402,6 +402,17 @@ async fn serve(
                             .to_string()
                     }
                     r if r.starts_with("uuid_getvar") => "-ERR No such channel!\n".to_string(),
+                    // The directory the doctor asks about: 1999 does not exist, 1003 exists
+                    // without a registered phone (as in captures 03 and 06b).
+                    "global_getvar domain" => "127.0.0.1".to_string(),
+                    r if r.starts_with("user_exists id ") => (!r.contains(" 1999 ")).to_string(),
+                    r if r.starts_with("sofia_contact ") => {
+                        if r.contains(" 1003@") {
+                            "error/user_not_registered".to_string()
+                        } else {
+                            format!("sofia/internal/sip:{}:5071", &r[14..])
+                        }
+                    }
                     r if r.starts_with("uuid_exists ") => {
                         let live = state.live.lock().unwrap().contains(&r[12..]);
                         format!("{live}")

@@ -1,0 +1,350 @@
+//! `finaz-freeswitch doctor`: checks an installation end to end, one line per check, each
+//! failure with the fix. Exit code 0 when nothing failed.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use crate::config::{Config, redact_url};
+use crate::esl::{Command, ContentType, EslCodec, EventFormat, Frame};
+use crate::storage::Storage;
+
+/// How one check ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Ok(String),
+    Fail { what: String, fix: String },
+    Skipped(String),
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+}
+
+impl Check {
+    fn ok(name: &'static str, detail: impl Into<String>) -> Self {
+        Check {
+            name,
+            status: Status::Ok(detail.into()),
+        }
+    }
+    fn fail(name: &'static str, what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Check {
+            name,
+            status: Status::Fail {
+                what: what.into(),
+                fix: fix.into(),
+            },
+        }
+    }
+    fn skipped(name: &'static str, why: impl Into<String>) -> Self {
+        Check {
+            name,
+            status: Status::Skipped(why.into()),
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        matches!(self.status, Status::Fail { .. })
+    }
+
+    /// `ok   name: detail` / `FAIL name: what\n     fix: ...` / `skip name: why`.
+    pub fn line(&self) -> String {
+        match &self.status {
+            Status::Ok(d) => format!("ok    {}: {d}", self.name),
+            Status::Skipped(d) => format!("skip  {}: {d}", self.name),
+            Status::Fail { what, fix } => {
+                format!("FAIL  {}: {what}\n      fix: {fix}", self.name)
+            }
+        }
+    }
+}
+
+type Esl = Framed<TcpStream, EslCodec>;
+
+async fn next(esl: &mut Esl, timeout: Duration) -> Result<Frame, String> {
+    loop {
+        match tokio::time::timeout(timeout, esl.next()).await {
+            Err(_) => return Err(format!("no answer within {}s", timeout.as_secs())),
+            Ok(None) => return Err("FreeSWITCH closed the connection".into()),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            // Events may come before the reply: skip them.
+            Ok(Some(Ok(f))) if f.content_type.is_event() => continue,
+            Ok(Some(Ok(f))) => return Ok(f),
+        }
+    }
+}
+
+async fn send(esl: &mut Esl, cmd: Command, timeout: Duration) -> Result<Frame, String> {
+    esl.send(cmd).await.map_err(|e| e.to_string())?;
+    next(esl, timeout).await
+}
+
+async fn api(esl: &mut Esl, cmd: &str, timeout: Duration) -> Result<String, String> {
+    let c = Command::api(cmd).map_err(|e| e.to_string())?;
+    Ok(send(esl, c, timeout).await?.body_text().trim().to_string())
+}
+
+/// Runs every check. `ramal` is an extension to try the operator endpoint with.
+pub async fn run(config: &Config, ramal: Option<&str>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    checks.extend(freeswitch_checks(config, ramal).await);
+    checks.push(recordings_check(&config.recordings.dir));
+    checks.push(storage_check(&config.storage_url).await);
+    checks.push(finaz_check(config).await);
+    for (name, key, addr) in [
+        ("http port free", "http.listen", config.http.listen),
+        ("admin port free", "admin.listen", config.admin_listen),
+        ("dialer port free", "dialer.listen", config.dialer.listen),
+    ] {
+        checks.push(port_check(name, key, addr));
+    }
+    checks
+}
+
+async fn freeswitch_checks(config: &Config, ramal: Option<&str>) -> Vec<Check> {
+    let fs = &config.freeswitch;
+    let t = fs.connect_timeout;
+    let mut out = Vec::new();
+    let addr = &fs.address;
+    let tcp = match tokio::time::timeout(t, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            out.push(Check::fail(
+                "event socket reachable",
+                format!("{addr}: {e}"),
+                "start FreeSWITCH with mod_event_socket (freeswitch/event_socket.conf.xml) and make freeswitch.address match its listen-ip:listen-port",
+            ));
+            return out;
+        }
+        Err(_) => {
+            out.push(Check::fail(
+                "event socket reachable",
+                format!("{addr}: no answer within {}s", t.as_secs()),
+                "check the address and any firewall between the adapter and FreeSWITCH",
+            ));
+            return out;
+        }
+    };
+    out.push(Check::ok("event socket reachable", addr.clone()));
+    let mut esl = Framed::new(tcp, EslCodec::default());
+    match next(&mut esl, t).await {
+        Ok(f) if f.content_type == ContentType::AuthRequest => {}
+        Ok(f)
+            if matches!(
+                f.content_type,
+                ContentType::DisconnectNotice | ContentType::RudeRejection
+            ) =>
+        {
+            out.push(Check::fail(
+                "password accepted",
+                format!(
+                    "FreeSWITCH refused the connection: {}",
+                    f.body_text().trim()
+                ),
+                "the event socket ACL (apply-inbound-acl) does not admit this host",
+            ));
+            return out;
+        }
+        other => {
+            out.push(Check::fail(
+                "password accepted",
+                format!("no auth/request from {addr}: {other:?}"),
+                "freeswitch.address must point at mod_event_socket, not another service",
+            ));
+            return out;
+        }
+    }
+    let auth = Command::auth(fs.password.expose()).map_err(|e| e.to_string());
+    match match auth {
+        Ok(c) => send(&mut esl, c, t).await,
+        Err(e) => Err(e),
+    } {
+        Ok(f) if f.is_ok() => out.push(Check::ok("password accepted", "authenticated")),
+        Ok(f) => {
+            out.push(Check::fail(
+                "password accepted",
+                format!("FreeSWITCH answered {}", f.reply_text().unwrap_or_default()),
+                "set freeswitch.password (or FINAZ_FREESWITCH__PASSWORD) to the password in event_socket.conf.xml",
+            ));
+            return out;
+        }
+        Err(e) => {
+            out.push(Check::fail(
+                "password accepted",
+                e,
+                "check FreeSWITCH's log",
+            ));
+            return out;
+        }
+    }
+    let events = Command::event(EventFormat::Plain, crate::app::EVENTS);
+    match match events {
+        Ok(c) => send(&mut esl, c, t).await,
+        Err(e) => Err(e.to_string()),
+    } {
+        Ok(f) if f.is_ok() => out.push(Check::ok(
+            "events subscribed",
+            format!("{} event names", crate::app::EVENTS.len()),
+        )),
+        Ok(f) => out.push(Check::fail(
+            "events subscribed",
+            format!("FreeSWITCH answered {}", f.reply_text().unwrap_or_default()),
+            "check that mod_event_socket is loaded and not restricted",
+        )),
+        Err(e) => out.push(Check::fail(
+            "events subscribed",
+            e,
+            "check FreeSWITCH's log",
+        )),
+    }
+    out.push(operator_check(&mut esl, &fs.operator_endpoint, ramal, t).await);
+    let _ = esl.send(Command::exit()).await;
+    out
+}
+
+/// `user/{ramal}` endpoints: the user must exist and have a registered phone.
+async fn operator_check(esl: &mut Esl, endpoint: &str, ramal: Option<&str>, t: Duration) -> Check {
+    const NAME: &str = "operator endpoint";
+    let Some(ramal) = ramal else {
+        return Check::skipped(
+            NAME,
+            "give --ramal EXTENSION to try freeswitch.operator_endpoint with one",
+        );
+    };
+    if !endpoint.starts_with("user/") {
+        return Check::skipped(
+            NAME,
+            format!("{endpoint:?} is not a user/ endpoint; try a click2call"),
+        );
+    }
+    let domain = match api(esl, "global_getvar domain", t).await {
+        Ok(d) if !d.is_empty() && !d.starts_with("-ERR") => d,
+        Ok(d) => {
+            return Check::fail(
+                NAME,
+                format!("global_getvar domain: {d}"),
+                "set the domain variable in vars.xml",
+            );
+        }
+        Err(e) => return Check::fail(NAME, e, "check FreeSWITCH's log"),
+    };
+    match api(esl, &format!("user_exists id {ramal} {domain}"), t).await {
+        Ok(r) if r == "true" => {}
+        Ok(_) => {
+            return Check::fail(
+                NAME,
+                format!(
+                    "user {ramal}@{domain} does not exist (click2call would answer 404 SUBSCRIBER_ABSENT)"
+                ),
+                "add the operator to FreeSWITCH's directory, or fix freeswitch.operator_endpoint",
+            );
+        }
+        Err(e) => return Check::fail(NAME, e, "check FreeSWITCH's log"),
+    }
+    match api(esl, &format!("sofia_contact {ramal}@{domain}"), t).await {
+        Ok(c) if c.starts_with("error/") || c.starts_with("-ERR") => Check::fail(
+            NAME,
+            format!("{ramal}@{domain} exists but no phone is registered ({c})"),
+            "register the operator's phone (click2call would answer 404 USER_NOT_REGISTERED)",
+        ),
+        Ok(c) => Check::ok(NAME, format!("user/{ramal} -> {c}")),
+        Err(e) => Check::fail(NAME, e, "check FreeSWITCH's log"),
+    }
+}
+
+fn recordings_check(dir: &Path) -> Check {
+    const NAME: &str = "recordings dir readable";
+    match std::fs::read_dir(dir) {
+        Ok(_) => Check::ok(NAME, dir.display().to_string()),
+        Err(e) => Check::fail(
+            NAME,
+            format!("{}: {e}", dir.display()),
+            "create recordings.dir (FreeSWITCH writes it) and let the adapter's user read it (group freeswitch, mode 2750)",
+        ),
+    }
+}
+
+async fn storage_check(url: &str) -> Check {
+    const NAME: &str = "storage writable";
+    let shown = redact_url(url);
+    match Storage::open(url).await {
+        Ok(s) => {
+            let r = s.check_writable().await;
+            s.close().await;
+            match r {
+                Ok(()) => Check::ok(NAME, shown),
+                Err(e) => Check::fail(
+                    NAME,
+                    format!("{shown}: {e}"),
+                    "give the adapter's user write access to the database file and its directory",
+                ),
+            }
+        }
+        Err(e) => Check::fail(
+            NAME,
+            format!("{shown}: {e}"),
+            "check storage.url and the permissions of its directory",
+        ),
+    }
+}
+
+/// Resolves Finaz's host and sends a HEAD to the webhook's path, without its query: it must
+/// answer something (any status), and no call is reported by it.
+async fn finaz_check(config: &Config) -> Check {
+    const NAME: &str = "Finaz reachable";
+    let url = match reqwest::Url::parse(&config.finaz.answered_url.replace(['{', '}'], "")) {
+        Ok(mut u) => {
+            u.set_query(None);
+            u
+        }
+        Err(e) => return Check::fail(NAME, e.to_string(), "fix finaz.answered_url"),
+    };
+    crate::app::install_tls_provider();
+    let client = match reqwest::Client::builder()
+        .timeout(config.finaz.delivery_timeout)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return Check::fail(NAME, e.to_string(), "check the system's TLS roots"),
+    };
+    match client.head(url.clone()).send().await {
+        Ok(r) => Check::ok(NAME, format!("{url} answered {}", r.status().as_u16())),
+        Err(e) => Check::fail(
+            NAME,
+            format!("{url}: {}", describe(&e)),
+            "check DNS and outbound HTTPS from this host to Finaz (proxy, firewall)",
+        ),
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn port_check(name: &'static str, key: &str, addr: SocketAddr) -> Check {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Check::ok(name, format!("{key} {addr}")),
+        Err(e) => Check::fail(
+            name,
+            format!("{key} {addr}: {e}"),
+            format!(
+                "another process holds {addr} (the service itself, if it is running); choose another {key}"
+            ),
+        ),
+    }
+}

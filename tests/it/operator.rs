@@ -1,0 +1,367 @@
+//! The operator's tools: sandbox, doctor, TLS, rate limit, the FreeSWITCH kit and the
+//! OpenAPI description, each against the real binary or the running service.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::finaz::{FakeFinaz, param};
+use crate::support::harness::{Extra, Harness};
+use crate::support::standin::StandIn;
+
+const BIN: &str = env!("CARGO_BIN_EXE_finaz-freeswitch");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_up(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crate::support::get(url).await.is_err() {
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_sandbox_plays_click2call_recording_and_dialer_over_real_http() {
+    let finaz = FakeFinaz::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (http, admin) = (free_port(), free_port());
+    let config = dir.path().join("sandbox.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [dialer]\nlisten = \"127.0.0.1:0\"\n[recordings]\ndir = \"{}\"\n\
+             [finaz]\nanswered_url = \"{}\"\nempresa_id = \"42\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            dir.path().join("rec").display(),
+            finaz.template(),
+            dir.path().join("sandbox.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["sandbox", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    wait_up(&format!("http://127.0.0.1:{admin}/healthz")).await;
+    let client = crate::support::http();
+    // Ready once connected to the simulated FreeSWITCH.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client
+            .get(format!("http://127.0.0.1:{admin}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-finaz-sandbox"], "true");
+        if r.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sandbox never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 1. Click2call.
+    let r = client
+        .post(format!("{base}/click2call"))
+        .json(&json!({"ramal": "1001", "telefone": "41988445566"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-finaz-sandbox"], "true");
+    let id = r.json::<Value>().await.unwrap()["callid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // 2. Its recording, once the short call has played out.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let wav = loop {
+        let r = client
+            .get(format!("{base}/gravacao?callid={id}&telefone=41988445566"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-finaz-sandbox"], "true");
+        if r.status() == 200 {
+            assert_eq!(r.headers()["content-type"], "audio/wav");
+            break r.bytes().await.unwrap();
+        }
+        assert_eq!(r.status(), 409, "in progress until the sandbox call ends");
+        assert!(Instant::now() < deadline, "sandbox recording never ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(&wav[..4], b"RIFF");
+    assert_eq!(&wav[8..12], b"WAVE");
+    assert!(wav.len() > 8000 * 2, "seconds of audio, not an empty file");
+    // The error paths are there to try too.
+    let busy = client
+        .post(format!("{base}/click2call"))
+        .form(&[("ramal", "busy"), ("telefone", "41988445566")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(busy.status(), 409);
+    // 3. A dialer call fires the real webhook.
+    let r = client
+        .post(format!("http://127.0.0.1:{admin}/sandbox/dialer"))
+        .json(&json!({"crm_id": "CRM-SANDBOX-1", "ramal": "1002"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["sandbox"], true);
+    let cid = body["cid"].as_str().unwrap().to_string();
+    let hits = finaz
+        .wait_for(Duration::from_secs(10), |h| !h.is_empty())
+        .await;
+    assert_eq!(param(&hits[0], "pid"), Some("CRM-SANDBOX-1"));
+    assert_eq!(param(&hits[0], "cid"), Some(cid.as_str()));
+    assert_eq!(param(&hits[0], "ramal"), Some("1002"));
+    assert_eq!(param(&hits[0], "empresald"), Some("42"));
+
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let mut logs = String::new();
+    use tokio::io::AsyncReadExt;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .await
+        .unwrap();
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.is_empty()).collect();
+    assert!(lines.len() > 5, "{logs}");
+    for l in lines {
+        assert!(l.starts_with("SANDBOX "), "a log line not marked: {l}");
+    }
+}
+
+/// Runs `doctor` on a config; (exit code, output).
+fn doctor(config: &std::path::Path, ramal: &str) -> (i32, String) {
+    let out = std::process::Command::new(BIN)
+        .args(["doctor", "--ramal", ramal, "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn line<'a>(out: &'a str, check: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.contains(check))
+        .unwrap_or_else(|| panic!("no {check:?} line in:\n{out}"))
+}
+
+#[tokio::test]
+async fn doctor_is_green_on_a_good_setup_and_names_what_is_wrong_on_bad_ones() {
+    let fs = StandIn::start().await;
+    let finaz = FakeFinaz::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rec")).unwrap();
+    let write = |name: &str, password: &str, rec: &str, finaz_url: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[http]\nlisten = \"127.0.0.1:{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n\
+                 [dialer]\nlisten = \"127.0.0.1:{}\"\n\
+                 [freeswitch]\naddress = \"{}\"\npassword = \"{password}\"\n\
+                 [recordings]\ndir = \"{}\"\n[finaz]\nanswered_url = \"{finaz_url}\"\n\
+                 [storage]\nurl = \"sqlite://{}\"\n",
+                free_port(),
+                free_port(),
+                free_port(),
+                fs.addr(),
+                dir.path().join(rec).display(),
+                dir.path().join("d.db").display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let good = write("good.toml", "ClueCon", "rec", &finaz.template());
+    let (code, out) = tokio::task::spawn_blocking(move || doctor(&good, "1001"))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    for check in [
+        "event socket reachable",
+        "password accepted",
+        "events subscribed",
+        "operator endpoint",
+        "recordings dir readable",
+        "storage writable",
+        "Finaz reachable",
+        "http port free",
+    ] {
+        assert!(line(&out, check).starts_with("ok "), "{check}:\n{out}");
+    }
+    assert!(
+        finaz.hits().iter().all(|h| !h.target.contains("pid=")),
+        "no fake webhook"
+    );
+
+    let wrong = write("wrong.toml", "not-the-password", "rec", &finaz.template());
+    let (code, out) = tokio::task::spawn_blocking(move || doctor(&wrong, "1001"))
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(line(&out, "password accepted").starts_with("FAIL"), "{out}");
+    assert!(out.contains("fix: set freeswitch.password"), "{out}");
+
+    let missing = write("missing.toml", "ClueCon", "no-such-dir", &finaz.template());
+    let (code, out) = tokio::task::spawn_blocking(move || doctor(&missing, "1003"))
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        line(&out, "recordings dir readable").starts_with("FAIL"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "operator endpoint").starts_with("FAIL"),
+        "1003 has no phone:\n{out}"
+    );
+    assert!(line(&out, "password accepted").starts_with("ok"), "{out}");
+
+    let nowhere = format!(
+        "http://127.0.0.1:{}/telephony-proxy/atendimentodiscador?pid={{pid}}",
+        free_port()
+    );
+    let unreachable = write("unreachable.toml", "ClueCon", "rec", &nowhere);
+    let (code, out) = tokio::task::spawn_blocking(move || doctor(&unreachable, "1001"))
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(line(&out, "Finaz reachable").starts_with("FAIL"), "{out}");
+    assert_eq!(out.matches("FAIL").count(), 1, "only Finaz fails:\n{out}");
+}
+
+#[tokio::test]
+async fn https_with_a_certificate_made_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&cert_file, &cert_pem).unwrap();
+    std::fs::write(&key_file, &key_pem).unwrap();
+    let h = Harness::start(Extra {
+        http: format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"",
+            cert_file.display(),
+            key_file.display()
+        ),
+        ..Extra::default()
+    })
+    .await;
+    let addr = h.service().http_addr;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .resolve("localhost", addr)
+        .build()
+        .unwrap();
+    let r = client
+        .post(format!("https://localhost:{}/click2call", addr.port()))
+        .json(&json!({"ramal": "1001", "telefone": "41988445566"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.json::<Value>().await.unwrap()["callid"].is_string());
+    // Plain HTTP on the TLS port gets nothing.
+    let plain = crate::support::http()
+        .post(format!("http://127.0.0.1:{}/click2call", addr.port()))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_requests_from_one_address_get_429_with_retry_after() {
+    let h = Harness::start(Extra {
+        http: "rate_limit_per_minute = 60\nrate_limit_burst = 3".into(),
+        ..Extra::default()
+    })
+    .await;
+    let hit = || {
+        h.http
+            .post(h.url("/click2call"))
+            .header("accept", "application/json")
+            .form(&[("ramal", "1001"), ("telefone", "1")])
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(hit().await.unwrap().status(), 422);
+    }
+    let limited = hit().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    assert_eq!(
+        limited.json::<Value>().await.unwrap()["error"],
+        "rate_limited"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(hit().await.unwrap().status(), 422, "a token came back");
+    h.stop().await;
+}
+
+#[test]
+fn every_freeswitch_file_is_well_formed_xml() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("freeswitch");
+    let mut stack = vec![root];
+    let mut seen = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "xml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let doc = roxmltree::Document::parse(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let root = doc.root_element().tag_name().name();
+                assert!(
+                    ["include", "configuration"].contains(&root),
+                    "{}: FreeSWITCH wants <include> or <configuration>, not <{root}>",
+                    path.display()
+                );
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 3, "event socket, click2call and dialer snippets");
+}
