@@ -6,6 +6,7 @@ mod click2call;
 mod client;
 mod codec_props;
 mod dialer;
+mod openapi;
 mod operator;
 mod outbound;
 mod recording;
