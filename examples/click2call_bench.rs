@@ -94,12 +94,15 @@ async fn main() {
 
     let fs = StandIn::start().await;
     fs.set_progress_delay(Duration::ZERO);
+    // The stand-in still sends RECORD_START for every call; writing the WAV is FreeSWITCH's
+    // work, not the adapter's.
+    fs.set_write_recordings(false);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.toml");
     std::fs::write(
         &file,
         format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+            "[http]\nlisten = \"127.0.0.1:0\"\nrate_limit_per_minute = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n\
              [dialer]\nlisten = \"127.0.0.1:0\"\n[freeswitch]\naddress = \"{}\"\n[recordings]\ndir = \"{}\"\n\
              [storage]\nurl = \"sqlite://{}\"\n",
             fs.addr(),

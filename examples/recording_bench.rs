@@ -104,7 +104,7 @@ async fn main() {
     std::fs::write(
         &file,
         format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+            "[http]\nlisten = \"127.0.0.1:0\"\nrate_limit_per_minute = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n\
              [dialer]\nlisten = \"127.0.0.1:0\"\n[freeswitch]\naddress = \"127.0.0.1:9\"\n\
              [recordings]\ndir = \"{}\"\n[storage]\nurl = \"{db}\"\n",
             rec.display()

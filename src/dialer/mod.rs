@@ -361,12 +361,12 @@ impl Reporter {
     }
 
     /// Counts and logs a hand-off that is not reported.
-    pub fn not_reported(&self, source: Source, why: &NotReported, unique_id: Option<&str>) {
+    pub fn not_reported(&self, source: Source, why: &NotReported, call_id: Option<&str>) {
         match why {
             NotReported::NoCrmId(_) => DialerStats::inc(&self.stats.without_crm_id),
             _ => DialerStats::inc(&self.stats.refused),
         }
-        tracing::warn!(source = source.as_str(), unique_id, reason = %why, "answered dialer call not sent to Finaz");
+        tracing::warn!(source = source.as_str(), call_id, reason = %why, "answered dialer call not sent to Finaz");
     }
 
     /// Stores the call and its webhook (durable when this returns `Ok`), then wakes the

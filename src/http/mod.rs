@@ -113,7 +113,10 @@ pub fn refusal(r: Refusal) -> ApiError {
 /// Every route of the listener, as one filter (see [`server::serve`]).
 pub fn routes(ctx: Arc<Ctx>) -> BoxedFilter<(Response,)> {
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
-    let peer = warp::ext::optional::<PeerAddr>().map(|p: Option<PeerAddr>| p.map(|p| p.0));
+    // Our server attaches the peer; under `warp::serve` (tests, tools) warp knows it.
+    let peer = warp::ext::optional::<PeerAddr>()
+        .and(warp::addr::remote())
+        .map(|p: Option<PeerAddr>, remote: Option<std::net::SocketAddr>| p.map(|p| p.0).or(remote));
     warp::method()
         .and(warp::path::full())
         .and(peer)

@@ -121,7 +121,10 @@ pub async fn handle(ctx: &Ctx, method: &Method, headers: &HeaderMap, query: &str
     let found = match ctx.recordings.find(&call, telefone.as_ref()).await {
         Ok(f) => f,
         Err(e) => {
-            if matches!(e, RecordingError::NotWav(_) | RecordingError::Io(_)) {
+            if matches!(
+                e,
+                RecordingError::NotWav(_) | RecordingError::Io(_) | RecordingError::OutsideDir(_)
+            ) {
                 tracing::error!(call_id = %call.as_str(), error = %e, "recording cannot be served");
             }
             return refuse(error_for(&e));

@@ -55,6 +55,8 @@ struct State {
     progress_delay: Mutex<Duration>,
     /// Recordings being written, by channel: FreeSWITCH's `record_session`.
     recording: Mutex<HashMap<String, std::path::PathBuf>>,
+    /// Whether recordings are written to disk (benchmarks only want the events).
+    write_files: std::sync::atomic::AtomicBool,
     conns: Mutex<Vec<(Arc<Conn>, JoinHandle<()>)>>,
 }
 
@@ -107,6 +109,7 @@ impl StandIn {
             live: Mutex::new(HashSet::new()),
             progress_delay: Mutex::new(Duration::from_millis(2)),
             recording: Mutex::new(HashMap::new()),
+            write_files: std::sync::atomic::AtomicBool::new(true),
             conns: Mutex::new(Vec::new()),
         });
         let accept = Some(tokio::spawn(accept_loop(listener, state.clone())));
@@ -128,6 +131,13 @@ impl StandIn {
             .lock()
             .unwrap()
             .insert(endpoint.into(), outcome);
+    }
+
+    /// Whether `record_session` writes files (benchmarks measure the adapter, not the disk).
+    pub fn set_write_recordings(&self, on: bool) {
+        self.state
+            .write_files
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How long a ringing phone takes to show CHANNEL_PROGRESS (zero for benchmarks).
@@ -532,12 +542,14 @@ pub fn recorded_wav(seconds: usize) -> Vec<u8> {
 }
 
 fn start_recording(state: &State, leg: &str, path: &std::path::Path) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    // While recording, the sizes in the header are not written yet.
-    let mut partial = recorded_wav(1);
-    partial[4..8].copy_from_slice(&0u32.to_le_bytes());
-    partial[40..44].copy_from_slice(&0u32.to_le_bytes());
-    std::fs::write(path, &partial).unwrap();
+    if state.write_files.load(std::sync::atomic::Ordering::Relaxed) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // While recording, the sizes in the header are not written yet.
+        let mut partial = recorded_wav(1);
+        partial[4..8].copy_from_slice(&0u32.to_le_bytes());
+        partial[40..44].copy_from_slice(&0u32.to_le_bytes());
+        std::fs::write(path, &partial).unwrap();
+    }
     state
         .recording
         .lock()
