@@ -17,7 +17,7 @@ use crate::config::{self, Config, DialerTrigger};
 use crate::dialer::{self, Reporter, url::AnsweredUrl};
 use crate::domain::originate::OriginatePlan;
 use crate::esl::{Client, ClientConfig};
-use crate::http::{self, Ctx, edge::Edge, stats::HttpStats};
+use crate::http::{self, Ctx, stats::HttpStats};
 use crate::outbox::{self, Outbox};
 use crate::recordings::{self, Recordings};
 use crate::storage::Storage;
@@ -59,6 +59,16 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Finaz). Idempotent; call before building any HTTP client.
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The inbound event socket client's settings.
+fn esl_config(fs: &config::FreeswitchConfig) -> ClientConfig {
+    let mut c = ClientConfig::new(fs.address.clone(), fs.password.expose());
+    c.events = EVENTS.iter().map(|s| s.to_string()).collect();
+    c.connect_timeout = fs.connect_timeout;
+    c.request_timeout = fs.request_timeout;
+    c.backoff_max = fs.reconnect_max_backoff;
+    c
 }
 
 /// How long shutdown waits for tasks to finish before giving up on them.
@@ -143,12 +153,7 @@ impl Service {
             .context("building the HTTP client for Finaz")?;
 
         let fs = &config.freeswitch;
-        let mut esl_config = ClientConfig::new(fs.address.clone(), fs.password.expose());
-        esl_config.events = EVENTS.iter().map(|s| s.to_string()).collect();
-        esl_config.connect_timeout = fs.connect_timeout;
-        esl_config.request_timeout = fs.request_timeout;
-        esl_config.backoff_max = fs.reconnect_max_backoff;
-        let (esl, esl_task) = Client::spawn(esl_config, shutdown.child_token());
+        let (esl, esl_task) = Client::spawn(esl_config(fs), shutdown.child_token());
 
         let mut tasks = JoinSet::new();
         tasks.spawn(async move {
@@ -216,26 +221,13 @@ impl Service {
             shutdown.child_token(),
         ));
         let http_stats = Arc::new(HttpStats::default());
-        let ctx = Arc::new(Ctx {
-            edge: Edge {
-                allowed: config.http.allowed_ips.clone(),
-                trusted_proxies: config.http.trusted_proxies.clone(),
-                chave: config.http.chave.clone(),
-            },
-            click2call_path: config.http.click2call_path.clone(),
-            recording_path: config.http.recording_path.clone(),
-            recordings: Recordings::new(storage.clone(), esl.clone(), &config.recordings),
-            max_body_bytes: config.http.max_body_bytes,
-            click2call: click2call.clone(),
-            stats: http_stats.clone(),
-            mask_phone_numbers: config.log.mask_phone_numbers,
-            rate_limit: http::limit::RateLimit::new(
-                config.http.rate_limit_per_minute,
-                config.http.rate_limit_burst,
-            ),
-            request_timeout: config.http.request_timeout,
-            sandbox: options.sandbox.is_some(),
-        });
+        let ctx = Arc::new(Ctx::new(
+            &config,
+            click2call.clone(),
+            Recordings::new(storage.clone(), esl.clone(), &config.recordings),
+            http_stats.clone(),
+            options.sandbox.is_some(),
+        ));
         tasks.spawn(http::server::serve(
             http_listener,
             tls,

@@ -53,6 +53,33 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    pub fn new(
+        config: &crate::config::Config,
+        click2call: Click2Call,
+        recordings: Recordings,
+        stats: Arc<HttpStats>,
+        sandbox: bool,
+    ) -> Self {
+        let http = &config.http;
+        Ctx {
+            edge: Edge {
+                allowed: http.allowed_ips.clone(),
+                trusted_proxies: http.trusted_proxies.clone(),
+                chave: http.chave.clone(),
+            },
+            click2call_path: http.click2call_path.clone(),
+            recording_path: http.recording_path.clone(),
+            max_body_bytes: http.max_body_bytes,
+            click2call,
+            recordings,
+            stats,
+            mask_phone_numbers: config.log.mask_phone_numbers,
+            rate_limit: limit::RateLimit::new(http.rate_limit_per_minute, http.rate_limit_burst),
+            request_timeout: http.request_timeout,
+            sandbox,
+        }
+    }
+
     /// Counts and logs a refusal, and renders it.
     fn refuse(&self, endpoint: &'static str, e: &ApiError, format: Format) -> Response {
         self.stats.count(endpoint, e.code);

@@ -132,7 +132,7 @@ impl Simulator {
             while s.read(&mut buf).await.unwrap_or(0) > 0 {}
         })
         .await;
-        let sim = self.clone();
+        let (sim, call) = (self.clone(), id.clone());
         let vars: Vec<(String, String)> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -141,12 +141,10 @@ impl Simulator {
             tokio::time::sleep(CALL_LENGTH).await;
             let vars: Vec<(&str, &str)> =
                 vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            sim.end_call(&id, &telefone, Some(&path), &vars);
+            sim.end_call(&call, &telefone, Some(&path), &vars);
         });
-        tracing::info!(cid = %played_id(&got, &data), "sandbox: dialer call handed to the adapter");
-        Ok(Played {
-            call_id: played_id(&got, &data),
-        })
+        tracing::info!(call_id = %id, "sandbox: dialer call handed to the adapter");
+        Ok(Played { call_id: id })
     }
 
     fn recording_path(&self, id: &str) -> PathBuf {
@@ -273,13 +271,6 @@ impl Simulator {
         tokio::time::sleep(CALL_LENGTH).await;
         self.end_call(&id, &number, record.as_deref(), &vars);
     }
-}
-
-fn played_id(_connect: &[u8], data: &str) -> String {
-    data.lines()
-        .find_map(|l| l.strip_prefix("Unique-ID: "))
-        .unwrap_or("")
-        .to_string()
 }
 
 /// A tone of `seconds` at 8 kHz, 16-bit mono: what a sandbox recording holds.
