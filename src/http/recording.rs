@@ -20,13 +20,14 @@ use crate::recordings::{RecordingError, RecordingFile};
 /// Read size when streaming a file.
 const CHUNK: usize = 64 * 1024;
 
-fn invalid(e: InvalidField) -> ApiError {
+/// A callid or telefone that cannot name a call: the same 404 as an unknown call (the
+/// contract's answer), with the reason in the message.
+fn no_such_call(e: InvalidField) -> ApiError {
     ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_field",
-        e.to_string(),
+        StatusCode::NOT_FOUND,
+        "call_not_found",
+        format!("unknown call ({e})"),
     )
-    .field(e.field)
 }
 
 fn error_for(e: &RecordingError) -> ApiError {
@@ -98,24 +99,21 @@ pub async fn handle(ctx: &Ctx, method: &Method, headers: &HeaderMap, query: &str
         return refuse(super::refusal(r));
     }
     let Some(raw_id) = field("callid") else {
-        return refuse(
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                "callid is required",
-            )
-            .field("callid"),
-        );
+        return refuse(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_query",
+            "callid is required",
+        ));
     };
     let call = match CallId::parse(raw_id) {
         Ok(c) => c,
-        Err(e) => return refuse(invalid(e)),
+        Err(e) => return refuse(no_such_call(e)),
     };
     let telefone = match field("telefone").filter(|t| !t.trim().is_empty()) {
         None => None,
         Some(t) => match Telefone::parse(t) {
             Ok(t) => Some(t),
-            Err(e) => return refuse(invalid(e)),
+            Err(e) => return refuse(no_such_call(e)),
         },
     };
     let found = match ctx.recordings.find(&call, telefone.as_ref()).await {

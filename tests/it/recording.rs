@@ -196,17 +196,18 @@ async fn unknown_calls_wrong_numbers_and_traversal_attempts_get_nothing() {
             404,
             "call_not_found",
         ),
-        ("callid=..%2F..%2Fetc%2Fpasswd", 422, "invalid_field"),
+        // Anything that is not a call id names no call: refused before any lookup.
+        ("callid=..%2F..%2Fetc%2Fpasswd", 404, "call_not_found"),
         (
             "callid=%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-            422,
-            "invalid_field",
+            404,
+            "call_not_found",
         ),
-        ("callid=%2Fetc%2Fpasswd", 422, "invalid_field"),
-        (&format!("callid={id}.wav"), 422, "invalid_field"),
-        (&format!("callid={id}%00"), 422, "invalid_field"),
-        ("telefone=41988445566", 422, "invalid_field"),
-        (&format!("callid={id}&telefone=abc"), 422, "invalid_field"),
+        ("callid=%2Fetc%2Fpasswd", 404, "call_not_found"),
+        (&format!("callid={id}.wav"), 404, "call_not_found"),
+        (&format!("callid={id}%00"), 404, "call_not_found"),
+        (&format!("callid={id}&telefone=abc"), 404, "call_not_found"),
+        ("telefone=41988445566", 400, "malformed_query"),
     ];
     for (q, status, code) in cases {
         let g = download(&h, q, &[]).await;
