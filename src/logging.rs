@@ -13,6 +13,8 @@ pub fn init(config: &LogConfig, sandbox: bool) {
     let format = config.format;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal: not in journald, files or log shippers.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(move || Stderr { sandbox, format });
     let _ = match config.format {
         LogFormat::Json => builder.json().try_init(),

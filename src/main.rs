@@ -155,15 +155,26 @@ async fn prepare_sandbox(config: &mut config::Config) -> anyhow::Result<app::Opt
     }
     let writable =
         |d: &std::path::Path| std::fs::create_dir_all(d).is_ok() && tempfile_in(d).is_ok();
-    if !writable(&config.recordings.dir) {
+    // Never write tones into a real FreeSWITCH's recordings (the default directory).
+    let default_dir = std::path::Path::new("/var/lib/freeswitch/recordings");
+    if config.recordings.dir == default_dir || !writable(&config.recordings.dir) {
         let fallback = std::env::temp_dir().join("finaz-freeswitch-sandbox/recordings");
         std::fs::create_dir_all(&fallback)?;
         tracing::warn!(
             configured = %config.recordings.dir.display(),
             using = %fallback.display(),
-            "recordings.dir is not writable here; the sandbox records elsewhere"
+            "the sandbox records outside recordings.dir (it is FreeSWITCH's default, or not writable)"
         );
         config.recordings.dir = fallback;
+    }
+    if config
+        .finaz
+        .answered_url
+        .starts_with("https://api.finaz.com.br/")
+    {
+        tracing::warn!(
+            "SANDBOX: finaz.answered_url is Finaz's production URL: sandbox dialer calls will reach it; point it at Finaz's homologation endpoint or a local test server"
+        );
     }
     let sim =
         sandbox::Simulator::start(config.freeswitch.password.expose(), &config.recordings.dir)
