@@ -316,6 +316,9 @@ impl RawConfig {
         if self.http.chave.as_deref().is_some_and(|c| c.len() < 8) {
             errs.push("http.chave is set but shorter than 8 characters".into());
         }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            errs.push("http.tls_cert and http.tls_key go together: set both or neither".into());
+        }
         if !(1024..=1024 * 1024).contains(&self.http.max_body_bytes) {
             errs.push("http.max_body_bytes must be between 1024 and 1048576".into());
         }

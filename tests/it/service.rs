@@ -157,7 +157,7 @@ fn a_bad_file_lists_every_problem_and_fails() {
     // Section-level errors stop typed checks, so fix them and look again for the rest.
     let file = write_config(
         dir.path(),
-        "[freeswitch]\noriginate_timeout = \"soon\"\noperator_endpoint = \"user/{extension}\"\n[dialer]\ntrigger = \"sometimes\"\n[admin]\nlisten = \"nowhere\"\n",
+        "[http]\ntls_cert = \"/etc/ssl/cert.pem\"\n[freeswitch]\noriginate_timeout = \"soon\"\noperator_endpoint = \"user/{extension}\"\n[dialer]\ntrigger = \"sometimes\"\n[admin]\nlisten = \"nowhere\"\n",
     );
     let (code, _, err) = check_config(&file, &[]);
     assert_eq!(code, Some(1));
@@ -167,6 +167,7 @@ fn a_bad_file_lists_every_problem_and_fails() {
         "unknown placeholder {extension}",
         "dialer.trigger",
         "admin.listen",
+        "http.tls_cert and http.tls_key go together",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
