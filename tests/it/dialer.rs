@@ -7,6 +7,7 @@ use finaz_freeswitch::storage::{OutboxState, Storage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::support::binary::{Running, free_port};
 use crate::support::captures::plain_event_body;
 use crate::support::finaz::{FakeFinaz, param};
 use crate::support::harness::{Extra, Harness};
@@ -489,46 +490,13 @@ async fn sigterm_lets_a_send_in_flight_finish() {
     drop(tmp);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The real binary, started on `config`, ready once its admin listener answers.
-async fn start_binary(config: &std::path::Path, admin: u16) -> tokio::process::Child {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_finaz-freeswitch"))
-        .arg("--config")
-        .arg(config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{admin}/healthz");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while crate::support::get(&url).await.is_err() {
-        assert!(Instant::now() < deadline, "binary never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    child
-}
-
-async fn kill(child: &mut tokio::process::Child, signal: &str) {
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("process ends")
-        .unwrap();
+/// The real binary on `config`, answering on its admin port.
+async fn start_binary(config: &std::path::Path, admin: u16) -> Running {
+    let service = Running::spawn(&[], config, &[]);
+    service
+        .wait_answering(&format!("http://127.0.0.1:{admin}/healthz"))
+        .await;
+    service
 }
 
 #[tokio::test]
@@ -563,7 +531,7 @@ async fn a_webhook_survives_sigkill_while_finaz_is_down_and_is_sent_exactly_once
     finaz
         .wait_for(Duration::from_secs(5), |h| !h.is_empty())
         .await;
-    kill(&mut first, "-KILL").await;
+    first.signal("-KILL").await;
 
     // Finaz comes back while the adapter is down; the restarted adapter sends it.
     finaz.set_default(200);
@@ -577,11 +545,11 @@ async fn a_webhook_survives_sigkill_while_finaz_is_down_and_is_sent_exactly_once
     assert!(hits.iter().all(|h| param(h, "pid") == Some("CRM-KILL")));
     // Once acknowledged it is never sent again, not even after another SIGKILL.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    kill(&mut second, "-KILL").await;
+    second.signal("-KILL").await;
     let mut third = start_binary(&config, admin).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(finaz.accepted().len(), 1, "{:#?}", finaz.hits());
-    kill(&mut third, "-TERM").await;
+    assert!(third.signal("-TERM").await);
     let storage = Storage::open(&format!("sqlite://{}", db.display()))
         .await
         .unwrap();

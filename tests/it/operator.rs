@@ -1,32 +1,14 @@
 //! The operator's tools: sandbox, doctor, TLS, rate limit, the FreeSWITCH kit and the
 //! OpenAPI description, each against the real binary or the running service.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::support::binary::{BIN, Running, free_port};
 use crate::support::finaz::{FakeFinaz, param};
 use crate::support::harness::{Extra, Harness};
 use crate::support::standin::StandIn;
-
-const BIN: &str = env!("CARGO_BIN_EXE_finaz-freeswitch");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_up(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while crate::support::get(url).await.is_err() {
-        assert!(Instant::now() < deadline, "{url} never answered");
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-}
 
 #[tokio::test]
 async fn the_sandbox_plays_click2call_recording_and_dialer_over_real_http() {
@@ -46,16 +28,11 @@ async fn the_sandbox_plays_click2call_recording_and_dialer_over_real_http() {
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["sandbox", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut sandbox = Running::spawn(&["sandbox"], &config, &[]);
     let base = format!("http://127.0.0.1:{http}");
-    wait_up(&format!("http://127.0.0.1:{admin}/healthz")).await;
+    sandbox
+        .wait_answering(&format!("http://127.0.0.1:{admin}/healthz"))
+        .await;
     let client = crate::support::http();
     // Ready once connected to the simulated FreeSWITCH.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -133,25 +110,8 @@ async fn the_sandbox_plays_click2call_recording_and_dialer_over_real_http() {
     assert_eq!(param(&hits[0], "ramal"), Some("1002"));
     assert_eq!(param(&hits[0], "empresald"), Some("42"));
 
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
-    let mut logs = String::new();
-    use tokio::io::AsyncReadExt;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .await
-        .unwrap();
+    assert!(sandbox.signal("-TERM").await);
+    let logs = sandbox.logs().await;
     let lines: Vec<&str> = logs.lines().filter(|l| !l.is_empty()).collect();
     assert!(lines.len() > 5, "{logs}");
     for l in lines {

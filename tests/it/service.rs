@@ -1,29 +1,20 @@
 //! The running service: in-process against the stand-in, and the real binary as an operator
 //! runs it (check-config, environment overrides, no FreeSWITCH, SIGTERM).
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use finaz_freeswitch::app::Service;
 use finaz_freeswitch::config;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::binary::{BIN, Running, free_port};
 use crate::support::standin::StandIn;
-
-const BIN: &str = env!("CARGO_BIN_EXE_finaz-freeswitch");
 
 fn write_config(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(&path, body).unwrap();
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `check-config --config FILE` with extra environment; (exit code, stdout, stderr).
@@ -187,51 +178,23 @@ async fn binary_starts_without_freeswitch_and_exits_cleanly_on_sigterm() {
             dir.path().join("s.db").display()
         ),
     );
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("--config")
-        .arg(&file)
-        .env("FINAZ_FREESWITCH__PASSWORD", "never-logged-secret")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{admin}/readyz");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let body = loop {
-        if let Ok(r) = crate::support::get(&url).await {
-            assert_eq!(r.status().as_u16(), 503);
-            break r.text().await.unwrap();
-        }
-        assert!(Instant::now() < deadline, "service never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut service = Running::spawn(
+        &[],
+        &file,
+        &[("FINAZ_FREESWITCH__PASSWORD", "never-logged-secret")],
+    );
+    let r = service
+        .wait_answering(&format!("http://127.0.0.1:{admin}/readyz"))
+        .await;
+    assert_eq!(r.status().as_u16(), 503);
+    let body = r.text().await.unwrap();
     assert!(body.contains("event socket not connected"), "{body}");
     assert!(
         dir.path().join("s.db").exists(),
         "database created on first start"
     );
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
-    let mut logs = String::new();
-    use tokio::io::AsyncReadExt;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .await
-        .unwrap();
+    assert!(service.signal("-TERM").await, "exit code 0 after SIGTERM");
+    let logs = service.logs().await;
     assert!(logs.contains("event socket connection failed"), "{logs}");
     assert!(!logs.contains("never-logged-secret"));
 }
@@ -251,15 +214,9 @@ async fn binary_click2call_logs_mask_numbers_and_never_the_chave() {
             dir.path().join("s.db").display()
         ),
     );
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("--config")
-        .arg(&file)
-        .env("FINAZ_HTTP__CHAVE", "chave-never-logged")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut service = Running::spawn(&[], &file, &[("FINAZ_HTTP__CHAVE", "chave-never-logged")]);
     let ready = format!("http://127.0.0.1:{admin}/readyz");
+    service.wait_answering(&ready).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !crate::support::get(&ready)
         .await
@@ -292,28 +249,8 @@ async fn binary_click2call_logs_mask_numbers_and_never_the_chave() {
         .await
         .unwrap();
     assert_eq!(wrong.status().as_u16(), 401);
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
-    assert!(status.success());
-    let mut logs = String::new();
-    use tokio::io::AsyncReadExt;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .await
-        .unwrap();
+    assert!(service.signal("-TERM").await);
+    let logs = service.logs().await;
     assert!(logs.contains("click2call ringing"), "{logs}");
     assert!(logs.contains("4198****566"), "{logs}");
     assert!(logs.contains("invalid_chave"), "{logs}");

@@ -3,6 +3,9 @@
 // Each test uses part of the kit; what one file leaves unused another uses.
 #![allow(dead_code)]
 
+// Only the test binary knows where the built binary is.
+#[cfg(test)]
+pub mod binary;
 pub mod captures;
 pub mod finaz;
 pub mod harness;

@@ -1,0 +1,79 @@
+//! The real `finaz-freeswitch` binary as an operator runs it: start on a config, wait until
+//! it answers, signal it, read what it logged.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_finaz-freeswitch");
+
+/// A free TCP port on 127.0.0.1 (for configs the binary binds itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Running {
+    child: Child,
+}
+
+impl Running {
+    /// `finaz-freeswitch ARGS --config FILE` with extra environment; stderr kept.
+    pub fn spawn(args: &[&str], config: &Path, env: &[(&str, &str)]) -> Running {
+        let child = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Running { child }
+    }
+
+    /// Waits until `url` answers at all (any status).
+    pub async fn wait_answering(&self, url: &str) -> reqwest::Response {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = super::get(url).await {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "{url} never answered");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    /// Sends `signal` (`-TERM`, `-KILL`) and waits for the exit; true on exit code 0.
+    pub async fn signal(&mut self, signal: &str) -> bool {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("the process ends")
+            .unwrap()
+            .success()
+    }
+
+    /// Everything it wrote on stderr (call after it ended).
+    pub async fn logs(&mut self) -> String {
+        let mut logs = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut logs).await.unwrap();
+        }
+        logs
+    }
+}
