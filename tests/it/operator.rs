@@ -325,3 +325,75 @@ fn every_freeswitch_file_is_well_formed_xml() {
     }
     assert!(seen >= 3, "event socket, click2call and dialer snippets");
 }
+
+#[tokio::test]
+async fn slow_clients_get_408_or_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(Extra {
+        http: "request_timeout = \"300ms\"".into(),
+        ..Extra::default()
+    })
+    .await;
+    let addr = h.service().http_addr;
+    // A body announced and never sent: 408 once the timeout passes.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /click2call HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"ramal\"",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let started = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(head.contains("request_timeout"), "{head}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // A request head that never ends: the connection is closed.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /gravacao?callid=x HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed, not left hanging")
+        .unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn json_logs_in_the_sandbox_are_json_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let config = dir.path().join("sandbox.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [dialer]\nlisten = \"127.0.0.1:0\"\n[recordings]\ndir = \"{}\"\n\
+             [storage]\nurl = \"sqlite://{}\"\n[log]\nformat = \"json\"\n",
+            dir.path().join("rec").display(),
+            dir.path().join("s.db").display()
+        ),
+    )
+    .unwrap();
+    let mut sandbox = Running::spawn(&["sandbox"], &config, &[]);
+    sandbox
+        .wait_answering(&format!("http://127.0.0.1:{admin}/healthz"))
+        .await;
+    assert!(sandbox.signal("-TERM").await);
+    let logs = sandbox.logs().await;
+    let mut lines = 0;
+    for line in logs.lines().filter(|l| !l.is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["sandbox"], true, "{line}");
+        assert!(v["fields"]["message"].is_string(), "{line}");
+        lines += 1;
+    }
+    assert!(lines >= 3, "{logs}");
+}
