@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use finaz_freeswitch::cli::OutboxCmd;
+use finaz_freeswitch::domain::layout::RecordingLayout;
 use finaz_freeswitch::{app, config, doctor, logging, sandbox};
 use tokio_util::sync::CancellationToken;
 
@@ -176,9 +177,11 @@ async fn prepare_sandbox(config: &mut config::Config) -> anyhow::Result<app::Opt
             "SANDBOX: finaz.answered_url is Finaz's production URL: sandbox dialer calls will reach it; point it at Finaz's homologation endpoint or a local test server"
         );
     }
-    let sim =
-        sandbox::Simulator::start(config.freeswitch.password.expose(), &config.recordings.dir)
-            .await?;
+    let sim = sandbox::Simulator::start(
+        config.freeswitch.password.expose(),
+        RecordingLayout::new(&config.recordings.dir, &config.recordings.path_template),
+    )
+    .await?;
     config.freeswitch.address = sim.addr().to_string();
     tracing::warn!(
         freeswitch = %sim.addr(),

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::originate::{OriginatePlan, utc_day};
+use crate::domain::originate::OriginatePlan;
 use crate::domain::values::{CallId, Ramal, Telefone};
 use crate::esl::{Client, ClientError, ConnectionState, Event, Job};
 use crate::logging::mask_phone;
@@ -286,18 +286,17 @@ impl CallTask {
         let inner = self.inner.clone();
         let settings = &inner.settings;
         let deadline = tokio::time::Instant::from_std(self.started + settings.response_timeout);
-        let originate =
-            match settings
-                .plan
-                .render(&self.id, &req.ramal, &req.telefone, utc_day(now_ms()))
-            {
-                Ok(o) => o,
-                Err(e) => {
-                    return self
-                        .fail(Click2CallError::Internal(e.to_string()), None)
-                        .await;
-                }
-            };
+        let originate = match settings
+            .plan
+            .render(&self.id, &req.ramal, &req.telefone, now_ms())
+        {
+            Ok(o) => o,
+            Err(e) => {
+                return self
+                    .fail(Click2CallError::Internal(e.to_string()), None)
+                    .await;
+            }
+        };
         let recording = originate
             .recording_path
             .as_ref()

@@ -10,6 +10,7 @@ use std::fmt::Write;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use super::layout::RecordingLayout;
 use super::values::{CallId, Ramal, Telefone};
 use crate::config::{FreeswitchConfig, RecordingsConfig};
 
@@ -148,7 +149,7 @@ pub struct OriginatePlan {
     caller_id_name: Template,
     caller_id_number: Template,
     timeout: Duration,
-    recordings: Option<PathBuf>,
+    recordings: Option<RecordingLayout>,
     stereo: bool,
 }
 
@@ -243,8 +244,10 @@ impl OriginatePlan {
             errs.push("freeswitch.originate_timeout must be at least 1s".into());
         }
         let recordings = if rec.record_click2call {
-            match check_recordings_dir(&rec.dir) {
-                Ok(()) => Some(rec.dir.clone()),
+            match check_recordings_dir(&rec.dir)
+                .and_then(|()| check_path_template(&rec.path_template))
+            {
+                Ok(()) => Some(RecordingLayout::new(&rec.dir, &rec.path_template)),
                 Err(e) => {
                     errs.push(e);
                     None
@@ -269,14 +272,14 @@ impl OriginatePlan {
         })
     }
 
-    /// The originate for one click2call whose channel uuid (and call id) is `call`.
-    /// `day` is `(year, month, day)` for the recording's sub-directory.
+    /// The originate for one click2call whose channel uuid (and call id) is `call`, placed
+    /// at `unix_ms` (the recording's day).
     pub fn render(
         &self,
         call: &CallId,
         ramal: &Ramal,
         telefone: &Telefone,
-        day: (i32, u32, u32),
+        unix_ms: i64,
     ) -> Result<Originate, UnsafeValue> {
         let mut cmd = String::from("originate {");
         push_var(&mut cmd, "origination_uuid", call.as_str())?;
@@ -296,13 +299,10 @@ impl OriginatePlan {
         if !number.is_empty() {
             push_var(&mut cmd, "origination_caller_id_number", &number)?;
         }
-        let recording_path = self.recordings.as_ref().map(|dir| {
-            let (y, m, d) = day;
-            dir.join(format!("{y:04}"))
-                .join(format!("{m:02}"))
-                .join(format!("{d:02}"))
-                .join(format!("{}.wav", call.as_str()))
-        });
+        let recording_path = self
+            .recordings
+            .as_ref()
+            .map(|layout| layout.path(call.as_str(), unix_ms));
         if let Some(path) = &recording_path {
             if self.stereo {
                 push_var(&mut cmd, "record_stereo", "true")?;
@@ -330,6 +330,20 @@ impl OriginatePlan {
     }
 }
 
+/// `recordings.path_template` ends up inside a command line too: plain characters.
+fn check_path_template(template: &str) -> Result<(), String> {
+    if template
+        .chars()
+        .all(|c| path_char(c) || c == '{' || c == '}')
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "recordings.path_template = {template:?} must hold only letters, digits, /_-. and placeholders (FreeSWITCH gets it on a command line), or set recordings.record_click2call = false"
+        ))
+    }
+}
+
 /// `recordings.dir` ends up inside a command line: absolute, plain characters, no `..`.
 fn check_recordings_dir(dir: &Path) -> Result<(), String> {
     let s = dir.to_str().unwrap_or("");
@@ -346,20 +360,6 @@ fn check_recordings_dir(dir: &Path) -> Result<(), String> {
             dir.display()
         ))
     }
-}
-
-/// The UTC calendar day of a Unix time in milliseconds (days-to-civil, H. Hinnant).
-pub fn utc_day(unix_ms: i64) -> (i32, u32, u32) {
-    let z = unix_ms.div_euclid(86_400_000) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
-    (y, m, d)
 }
 
 #[cfg(test)]
@@ -387,7 +387,7 @@ mod tests {
                 &call(),
                 &Ramal::parse("1001").unwrap(),
                 &Telefone::parse("(41) 98844-5566").unwrap(),
-                (2026, 11, 26),
+                1_795_651_200_000,
             )
             .unwrap();
         assert_eq!(
@@ -421,7 +421,7 @@ mod tests {
                 &call(),
                 &Ramal::parse("agent.7").unwrap(),
                 &Telefone::parse("41988445566").unwrap(),
-                (2026, 1, 2),
+                1_767_312_000_000,
             )
             .unwrap();
         assert!(o.command.contains(",origination_caller_id_name='Cliente 41988445566',origination_caller_id_number=41988445566,record_stereo=true,execute_on_answer='record_session /var/lib/freeswitch/recordings/2026/01/02/"), "{}", o.command);
@@ -438,11 +438,35 @@ mod tests {
                 &call(),
                 &Ramal::parse("1001").unwrap(),
                 &Telefone::parse("41988445566").unwrap(),
-                (2026, 1, 2),
+                1_767_312_000_000,
             )
             .unwrap();
         assert!(!o.command.contains("record_session"));
         assert_eq!(o.recording_path, None);
+    }
+
+    #[test]
+    fn click2call_records_where_the_layout_says() {
+        let plan = plan_with(|_, rec| rec.path_template = "click2call/{uuid}.wav".into()).unwrap();
+        let o = plan
+            .render(
+                &call(),
+                &Ramal::parse("1001").unwrap(),
+                &Telefone::parse("41988445566").unwrap(),
+                1_767_312_000_000,
+            )
+            .unwrap();
+        assert_eq!(
+            o.recording_path.unwrap(),
+            PathBuf::from(
+                "/var/lib/freeswitch/recordings/click2call/33c74a7d-a7d7-4947-94d0-d95bac1b228a.wav"
+            )
+        );
+        let errs = plan_with(|_, rec| rec.path_template = "{uuid} x.wav".into()).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.contains("recordings.path_template")),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -529,13 +553,5 @@ mod tests {
         push_var(&mut out, "a", "1").unwrap();
         push_var(&mut out, "b", "two words").unwrap();
         assert_eq!(out, "{a=1,b='two words'");
-    }
-
-    #[test]
-    fn utc_days() {
-        assert_eq!(utc_day(0), (1970, 1, 1));
-        assert_eq!(utc_day(1_795_651_200_000), (2026, 11, 26));
-        assert_eq!(utc_day(951_782_400_000), (2000, 2, 29));
-        assert_eq!(utc_day(-1), (1969, 12, 31));
     }
 }

@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RecordingsConfig;
-use crate::domain::originate::utc_day;
+use crate::domain::layout::RecordingLayout;
 use crate::domain::values::{CallId, Telefone};
 use crate::esl::Client;
 use crate::storage::{CallState, RecordingEvent, RecordingState, Storage, StorageError};
@@ -60,8 +60,7 @@ pub struct RecordingFile {
 pub struct Recordings {
     storage: Storage,
     esl: Client,
-    dir: PathBuf,
-    template: String,
+    layout: RecordingLayout,
 }
 
 impl Recordings {
@@ -69,8 +68,7 @@ impl Recordings {
         Recordings {
             storage,
             esl,
-            dir: config.dir.clone(),
-            template: config.path_template.clone(),
+            layout: RecordingLayout::new(&config.dir, &config.path_template),
         }
     }
 
@@ -128,15 +126,8 @@ impl Recordings {
             record.created_at - DAY_MS,
             record.created_at + DAY_MS,
         ] {
-            let (y, m, d) = utc_day(at);
             for leg in &legs {
-                let rel = self
-                    .template
-                    .replace("{uuid}", leg)
-                    .replace("{yyyy}", &format!("{y:04}"))
-                    .replace("{mm}", &format!("{m:02}"))
-                    .replace("{dd}", &format!("{d:02}"));
-                let path = self.dir.join(rel);
+                let path = self.layout.path(leg, at);
                 if !candidates.contains(&path) {
                     candidates.push(path);
                 }
@@ -184,7 +175,7 @@ impl Recordings {
     /// and reads its WAV header.
     async fn open(&self, path: &Path) -> Result<RecordingFile, RecordingError> {
         let real = tokio::fs::canonicalize(path).await?;
-        let root = tokio::fs::canonicalize(&self.dir).await?;
+        let root = tokio::fs::canonicalize(self.layout.dir()).await?;
         if !real.starts_with(&root) {
             tracing::warn!(path = %path.display(), resolved = %real.display(), "recording outside recordings.dir refused");
             return Err(RecordingError::OutsideDir(real));

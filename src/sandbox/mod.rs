@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::domain::originate::utc_day;
+use crate::domain::layout::RecordingLayout;
 use crate::recordings::wav::pcm_wav;
 use crate::storage::now_ms;
 
@@ -52,19 +52,23 @@ struct Conn {
 pub struct Simulator {
     addr: SocketAddr,
     password: String,
-    recordings: PathBuf,
+    recordings: RecordingLayout,
     conns: Mutex<Vec<Arc<Conn>>>,
     live: Mutex<HashSet<String>>,
 }
 
 impl Simulator {
-    /// Listens on 127.0.0.1 (a free port) with `password`; recordings go under `recordings`.
-    pub async fn start(password: &str, recordings: &Path) -> anyhow::Result<Arc<Simulator>> {
+    /// Listens on 127.0.0.1 (a free port) with `password`; dialer calls are recorded where
+    /// `recordings` says (click2calls where their originate says).
+    pub async fn start(
+        password: &str,
+        recordings: RecordingLayout,
+    ) -> anyhow::Result<Arc<Simulator>> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let sim = Arc::new(Simulator {
             addr: listener.local_addr()?,
             password: password.to_string(),
-            recordings: recordings.to_path_buf(),
+            recordings,
             conns: Mutex::new(Vec::new()),
             live: Mutex::new(HashSet::new()),
         });
@@ -112,7 +116,7 @@ impl Simulator {
         ];
         let mut data = channel_headers("CHANNEL_DATA", &id, "outbound", &telefone, &vars);
         data.push_str("Content-Type: command/reply\nReply-Text: %2BOK%0A\nSocket-Mode: async\nControl: full\n\n");
-        let path = self.recording_path(&id);
+        let path = self.recordings.path(&id, now_ms());
         self.start_recording(&id, &path, &vars)?;
         let mut s = TcpStream::connect(dialer)
             .await
@@ -145,15 +149,6 @@ impl Simulator {
         });
         tracing::info!(call_id = %id, "sandbox: dialer call handed to the adapter");
         Ok(Played { call_id: id })
-    }
-
-    fn recording_path(&self, id: &str) -> PathBuf {
-        let (y, m, d) = utc_day(now_ms());
-        self.recordings
-            .join(format!("{y:04}"))
-            .join(format!("{m:02}"))
-            .join(format!("{d:02}"))
-            .join(format!("{id}.wav"))
     }
 
     fn start_recording(&self, id: &str, path: &Path, vars: &[(&str, &str)]) -> anyhow::Result<()> {
