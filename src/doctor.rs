@@ -319,21 +319,10 @@ async fn finaz_check(config: &Config) -> Check {
         Ok(r) => Check::ok(NAME, format!("{url} answered {}", r.status().as_u16())),
         Err(e) => Check::fail(
             NAME,
-            format!("{url}: {}", describe(&e)),
+            format!("{url}: {}", crate::outbox::describe(&e)),
             "check DNS and outbound HTTPS from this host to Finaz (proxy, firewall)",
         ),
     }
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn port_check(name: &'static str, key: &str, addr: SocketAddr) -> Check {

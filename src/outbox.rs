@@ -283,7 +283,9 @@ async fn send(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<u1
     })
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// A request failure in a few words (`timeout`, `connect: Connection refused`, the root
+/// cause otherwise), as stored in the outbox and shown by `doctor`.
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timeout".into()
     } else if e.is_connect() {
