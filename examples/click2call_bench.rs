@@ -87,10 +87,7 @@ fn ms(d: Duration) -> String {
 #[tokio::main]
 async fn main() {
     // Production logs every call at info: format them, write them nowhere.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_writer(std::io::sink)
-        .try_init();
+    support::quiet_logs();
 
     let fs = StandIn::start().await;
     fs.set_progress_delay(Duration::ZERO);
@@ -135,19 +132,18 @@ async fn main() {
         .map(|n| vec![n])
         .unwrap_or_else(|| vec![1, 16, 128]);
     let only_click2call = std::env::var_os("BENCH_ONLY_CLICK2CALL").is_some();
+    // The same requests for both: a distinct operator and number each (no double-click
+    // dedupe), to `url`.
+    let requests = |url: String| -> MakeRequest {
+        Arc::new(move |http, n| {
+            http.post(&url).json(&serde_json::json!({
+                "ramal": format!("op{}", n % 100_000),
+                "telefone": format!("41{:09}", n),
+            }))
+        })
+    };
     for clients in levels {
-        let url = c2c_url.clone();
-        let c2c = load(
-            clients,
-            Arc::new(move |http, n| {
-                // Distinct operator and number per request: no double-click dedupe.
-                http.post(&url).json(&serde_json::json!({
-                    "ramal": format!("op{}", n % 100_000),
-                    "telefone": format!("41{:09}", n),
-                }))
-            }),
-        )
-        .await;
+        let c2c = load(clients, requests(c2c_url.clone())).await;
         if only_click2call {
             println!(
                 "| {clients} | {:.0} | {} | {} |",
@@ -157,17 +153,7 @@ async fn main() {
             );
             continue;
         }
-        let url = trivial_url.clone();
-        let triv = load(
-            clients,
-            Arc::new(move |http, n| {
-                http.post(&url).json(&serde_json::json!({
-                    "ramal": format!("op{}", n % 100_000),
-                    "telefone": format!("41{:09}", n),
-                }))
-            }),
-        )
-        .await;
+        let triv = load(clients, requests(trivial_url.clone())).await;
         println!(
             "| {clients} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2} |",
             c2c.rps,

@@ -71,10 +71,8 @@ fn config_file(dir: &std::path::Path, finaz: &FakeFinaz) -> std::path::PathBuf {
 
 #[tokio::main]
 async fn main() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_writer(std::io::sink)
-        .try_init();
+    // Production logs every call at info: format them, write them nowhere.
+    support::quiet_logs();
 
     // 1. Latency at a steady rate.
     let finaz = FakeFinaz::start().await;

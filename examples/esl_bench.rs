@@ -5,6 +5,9 @@
 //! Everything runs on 127.0.0.1; the fake FreeSWITCH answers a `bgapi` the way 1.10.12 does
 //! (command/reply with the Job-UUID, then a BACKGROUND_JOB event built on a captured one).
 
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -17,17 +20,6 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 const CAPTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/captures");
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// Every CHANNEL_* plain event frame from the inbound captures, as one byte stream.
 fn channel_event_stream() -> (Vec<u8>, usize) {
@@ -85,11 +77,11 @@ fn bench_decode() {
         (events as f64 / started.elapsed().as_secs_f64(), touched)
     };
     run(&mut codec, 0.5); // warm-up
-    let rss_before = rss_kib();
+    let rss_before = support::rss_kib();
     let (rate, _) = run(&mut codec, 3.0);
-    let rss_mid = rss_kib();
+    let rss_mid = support::rss_kib();
     let (rate2, _) = run(&mut codec, 3.0);
-    let rss_after = rss_kib();
+    let rss_after = support::rss_kib();
     println!("decode: {rate:.0} events/s, then {rate2:.0} events/s (one core)");
     println!(
         "decode: RSS {rss_before} KiB before, {rss_mid} KiB after 3 s, {rss_after} KiB after 6 s"

@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo run --release --example recording_bench` (numbers go in docs/benchmarks.md).
 
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,17 +21,6 @@ use warp::Filter;
 const RUN: Duration = Duration::from_secs(5);
 const CALL: &str = "d1a1e700-0000-4000-8000-00000000beef";
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// `clients` loops downloading `url` for RUN; bytes/s, and RSS each second while it ran.
 async fn load(http: &reqwest::Client, url: &str, clients: usize, size: u64) -> (f64, Vec<u64>) {
     let bytes = Arc::new(AtomicU64::new(0));
@@ -40,7 +32,7 @@ async fn load(http: &reqwest::Client, url: &str, clients: usize, size: u64) -> (
             let mut samples = Vec::new();
             while running.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                samples.push(rss_kib());
+                samples.push(support::rss_kib());
             }
             samples
         })
@@ -73,10 +65,8 @@ async fn load(http: &reqwest::Client, url: &str, clients: usize, size: u64) -> (
 
 #[tokio::main]
 async fn main() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_writer(std::io::sink)
-        .try_init();
+    // Production logs every call at info: format them, write them nowhere.
+    support::quiet_logs();
     app::install_tls_provider();
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("rec");
@@ -128,7 +118,7 @@ async fn main() {
     println!(
         "file: {:.1} MB; RSS before: {} KiB",
         size as f64 / 1e6,
-        rss_kib()
+        support::rss_kib()
     );
     println!(
         "| clients | /gravacao MB/s | warp::fs::file MB/s | ratio | RSS each second, /gravacao (MiB) | RSS each second, warp::fs::file (MiB) |"

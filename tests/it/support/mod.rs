@@ -22,3 +22,23 @@ pub fn http() -> reqwest::Client {
 pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
     http().get(url).send().await
 }
+
+/// Resident memory of this process in KiB (Linux), for the benchmarks' memory columns.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// For benchmarks: logs formatted at `info` as in production, then written nowhere.
+pub fn quiet_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_writer(std::io::sink)
+        .try_init();
+}
