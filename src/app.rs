@@ -16,14 +16,14 @@ use crate::click2call::{self, Click2Call};
 use crate::config::{self, Config, DialerTrigger};
 use crate::dialer::{self, Reporter, url::AnsweredUrl};
 use crate::domain::originate::OriginatePlan;
-use crate::esl::{Client, ClientConfig};
+use crate::esl::{Client, ClientConfig, Subscription};
 use crate::http::{self, Ctx, stats::HttpStats};
 use crate::outbox::{self, Outbox};
 use crate::recordings::{self, Recordings};
 use crate::storage::Storage;
 
-/// Events the service needs from FreeSWITCH (BACKGROUND_JOB is added by the client).
-pub const EVENTS: &[&str] = &[
+/// Event types the service needs from FreeSWITCH (BACKGROUND_JOB is added by the client).
+const EVENTS: &[&str] = &[
     "CHANNEL_CREATE",
     "CHANNEL_UUID",
     "CHANNEL_PROGRESS",
@@ -33,10 +33,24 @@ pub const EVENTS: &[&str] = &[
     "CHANNEL_HANGUP_COMPLETE",
     "RECORD_START",
     "RECORD_STOP",
-    // mod_callcenter's events (bridge-agent-start) for the dialer.
-    "CUSTOM",
-    "callcenter::info",
 ];
+
+/// CUSTOM subclasses the service needs: mod_callcenter's `bridge-agent-start` for the dialer.
+const CUSTOM_SUBCLASSES: &[&str] = &["callcenter::info"];
+
+/// Everything the service's event socket connection subscribes to, `BACKGROUND_JOB` included
+/// (click2call's originate results come with it).
+pub fn subscription() -> Subscription {
+    CUSTOM_SUBCLASSES
+        .iter()
+        .fold(
+            Subscription::new()
+                .events(EVENTS)
+                .expect("valid event names"),
+            |s, c| s.custom(c).expect("valid subclass"),
+        )
+        .with_background_job()
+}
 
 /// Connections the kernel queues for a listener before we accept them. The default (128)
 /// overflows when a burst of answered dialer calls connects at once: the overflow waits for
@@ -64,7 +78,7 @@ pub fn install_tls_provider() {
 /// The inbound event socket client's settings.
 fn esl_config(fs: &config::FreeswitchConfig) -> ClientConfig {
     let mut c = ClientConfig::new(fs.address.clone(), fs.password.expose());
-    c.events = EVENTS.iter().map(|s| s.to_string()).collect();
+    c.subscription = subscription();
     c.connect_timeout = fs.connect_timeout;
     c.request_timeout = fs.request_timeout;
     c.backoff_max = fs.reconnect_max_backoff;

@@ -185,14 +185,15 @@ async fn freeswitch_checks(config: &Config, ramal: Option<&str>) -> Vec<Check> {
             return out;
         }
     }
-    let events = Command::event(EventFormat::Plain, crate::app::EVENTS);
+    let subscription = crate::app::subscription();
+    let events = Command::event(EventFormat::Plain, &subscription);
     match match events {
         Ok(c) => send(&mut esl, c, t).await,
         Err(e) => Err(e.to_string()),
     } {
         Ok(f) if f.is_ok() => out.push(Check::ok(
             "events subscribed",
-            format!("{} event names", crate::app::EVENTS.len()),
+            format!("{} event names", subscription.len()),
         )),
         Ok(f) => out.push(Check::fail(
             "events subscribed",

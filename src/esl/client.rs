@@ -29,6 +29,7 @@ use super::error::ClientError;
 use super::event::Event;
 use super::frame::{ContentType, Frame};
 use super::stats::ClientStats;
+use super::subscription::Subscription;
 
 /// How to reach and use FreeSWITCH's inbound event socket.
 #[derive(Clone)]
@@ -36,8 +37,8 @@ pub struct ClientConfig {
     /// `host:port` of mod_event_socket.
     pub address: String,
     pub password: String,
-    /// Event names to subscribe to (`BACKGROUND_JOB` is always added: bgapi needs it).
-    pub events: Vec<String>,
+    /// Events to subscribe to (`BACKGROUND_JOB` is always added: bgapi needs it).
+    pub subscription: Subscription,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub backoff_initial: Duration,
@@ -50,7 +51,7 @@ impl ClientConfig {
         ClientConfig {
             address: address.into(),
             password: password.into(),
-            events: Vec::new(),
+            subscription: Subscription::new(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             backoff_initial: Duration::from_millis(200),
@@ -354,14 +355,8 @@ async fn connect(config: &ClientConfig) -> Result<(Reader, Writer), String> {
         if !reply.is_ok() {
             return Err("authentication failed: check freeswitch.password".into());
         }
-        let mut names: Vec<&str> = config.events.iter().map(String::as_str).collect();
-        if !names
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case("BACKGROUND_JOB") || n.eq_ignore_ascii_case("ALL"))
-        {
-            names.push("BACKGROUND_JOB");
-        }
-        let event = Command::event(EventFormat::Plain, &names).map_err(|e| e.to_string())?;
+        let subscription = config.subscription.clone().with_background_job();
+        let event = Command::event(EventFormat::Plain, &subscription).map_err(|e| e.to_string())?;
         write.send(event).await.map_err(|e| e.to_string())?;
         let reply = next_frame(&mut read).await?;
         if !reply.is_ok() {

@@ -9,6 +9,7 @@ use std::fmt;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::CommandError;
+use super::subscription::Subscription;
 
 /// Event serialization asked of FreeSWITCH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,18 +127,19 @@ impl Command {
         Ok(c)
     }
 
-    /// `event <format> <names...>`; `CUSTOM` may be followed by subclass names.
-    pub fn event<S: AsRef<str>>(format: EventFormat, names: &[S]) -> Result<Self, CommandError> {
-        if names.is_empty() {
+    /// `event <format> <names...> [CUSTOM <subclass>...]`, built from a [`Subscription`] so
+    /// that no event name can ever land after `CUSTOM` (where FreeSWITCH reads it as a
+    /// subclass and never delivers it).
+    pub fn event(format: EventFormat, subscription: &Subscription) -> Result<Self, CommandError> {
+        if subscription.is_empty() {
             return Err(CommandError::Empty {
                 field: "event names",
             });
         }
         let mut line = format!("event {}", format.as_str());
-        for n in names {
-            token("event name", n.as_ref())?;
+        for w in subscription.words() {
             line.push(' ');
-            line.push_str(n.as_ref());
+            line.push_str(w);
         }
         Ok(Self::simple(line))
     }
@@ -280,6 +282,31 @@ impl fmt::Debug for Command {
 mod tests {
     use super::*;
 
+    fn subs(events: &[&str], custom: &[&str]) -> Subscription {
+        custom
+            .iter()
+            .fold(Subscription::new().events(events).unwrap(), |s, c| {
+                s.custom(c).unwrap()
+            })
+            .with_background_job()
+    }
+
+    #[test]
+    fn event_command_puts_custom_subclasses_after_every_event_name() {
+        let c = Command::event(
+            EventFormat::Plain,
+            &subs(
+                &["CHANNEL_CREATE", "CHANNEL_HANGUP_COMPLETE"],
+                &["callcenter::info"],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            wire(&c),
+            "event plain CHANNEL_CREATE CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB CUSTOM callcenter::info\n\n"
+        );
+    }
+
     fn wire(c: &Command) -> String {
         let mut b = BytesMut::new();
         c.encode(&mut b);
@@ -295,9 +322,7 @@ mod tests {
             "bgapi status\nJob-UUID: 0c9e6c1a-4f0e-4b59-9a3c-2f1f7c0a1b11\n\n"
         );
         assert_eq!(
-            wire(
-                &Command::event(EventFormat::Plain, &["CHANNEL_ANSWER", "BACKGROUND_JOB"]).unwrap()
-            ),
+            wire(&Command::event(EventFormat::Plain, &subs(&["CHANNEL_ANSWER"], &[])).unwrap()),
             "event plain CHANNEL_ANSWER BACKGROUND_JOB\n\n"
         );
         assert_eq!(wire(&Command::linger(Some(2))), "linger 2\n\n");
@@ -338,14 +363,11 @@ mod tests {
             assert!(Command::filter("Unique-ID", evil).is_err());
             assert!(Command::sendmsg(None, &[("execute-app-arg", evil)], None).is_err());
         }
-        assert!(Command::event(EventFormat::Plain, &["CHANNEL_ANSWER\nexit"]).is_err());
-        assert!(Command::event(EventFormat::Plain, &["A B"]).is_err());
-        assert!(Command::event(EventFormat::Plain, &["CUSTOM", "callcenter::info"]).is_ok());
         assert!(Command::sendmsg(None, &[("a:b", "x")], None).is_err());
         assert!(Command::sendmsg(None, &[("a\nb", "x")], None).is_err());
         assert!(Command::bgapi("status", "not a uuid").is_err());
         assert!(Command::bgapi("status", &"a".repeat(65)).is_err());
-        assert!(Command::event::<&str>(EventFormat::Plain, &[]).is_err());
+        assert!(Command::event(EventFormat::Plain, &Subscription::new()).is_err());
     }
 
     #[test]

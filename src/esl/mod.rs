@@ -4,6 +4,7 @@
 //! - [`codec`]: bytes <-> [`Frame`]s (and [`Command`]s to bytes);
 //! - [`event`]: the event inside an event frame;
 //! - [`command`]: typed commands that cannot smuggle a second command;
+//! - [`subscription`]: event names and CUSTOM subclasses, in the order FreeSWITCH needs;
 //! - [`client`]: the inbound client (pipelined replies, bgapi jobs, events, reconnects);
 //! - [`outbound`]: one session of the outbound (`socket` app) mode.
 
@@ -16,6 +17,7 @@ pub mod frame;
 pub mod headers;
 pub mod outbound;
 pub mod stats;
+pub mod subscription;
 
 pub use client::{Client, ClientConfig, ConnectionState, Job};
 pub use codec::EslCodec;
@@ -24,3 +26,4 @@ pub use error::{ClientError, CodecError, CommandError, EventError};
 pub use event::Event;
 pub use frame::{ContentType, Frame};
 pub use headers::Headers;
+pub use subscription::Subscription;

@@ -291,6 +291,39 @@ async fn originate_failures_map_to_their_status_codes() {
     h.stop().await;
 }
 
+/// The real-FreeSWITCH finding: with `BACKGROUND_JOB` subscribed after `CUSTOM`, no job
+/// result arrives and every failure waits the whole originate timeout for a 504. With the
+/// default 10 s timeout, every job-level cause must come back at once with its own status.
+#[tokio::test]
+async fn every_job_level_cause_is_answered_at_once_with_its_status() {
+    let h = Harness::start(Extra::default()).await;
+    let cases = [
+        ("USER_NOT_REGISTERED", 404, "extension_not_registered"),
+        ("SUBSCRIBER_ABSENT", 404, "extension_not_registered"),
+        ("USER_BUSY", 409, "extension_busy"),
+        ("NO_ANSWER", 502, "originate_failed"),
+        ("ORIGINATOR_CANCEL", 502, "originate_failed"),
+        ("NO_ROUTE_DESTINATION", 502, "originate_failed"),
+        ("CHAN_NOT_IMPLEMENTED", 502, "originate_failed"),
+        ("NORMAL_TEMPORARY_FAILURE", 502, "originate_failed"),
+    ];
+    for (i, (cause, status, code)) in cases.iter().enumerate() {
+        let ramal = format!("30{i:02}");
+        h.fs.script(&format!("user/{ramal}"), Outcome::Fail(cause));
+        let started = Instant::now();
+        let r = post_json(&h, json!({"ramal": ramal, "telefone": "41988445566"})).await;
+        let took = started.elapsed();
+        assert_eq!(r.status.as_u16(), *status, "{cause}: {}", r.body);
+        assert_eq!(r.json()["error"], *code, "{cause}");
+        assert_eq!(r.json()["cause"], *cause, "{cause}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{cause} took {took:?}: the job result did not reach the service"
+        );
+    }
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn a_phone_that_rings_after_the_timeout_is_hung_up() {
     let h = Harness::start(fast_timeout()).await;

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use finaz_freeswitch::esl::{Client, ClientConfig, ClientError, ConnectionState};
+use finaz_freeswitch::esl::{Client, ClientConfig, ClientError, ConnectionState, Subscription};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -15,11 +15,9 @@ const T: Duration = Duration::from_secs(5);
 
 fn config(addr: impl ToString) -> ClientConfig {
     let mut c = ClientConfig::new(addr.to_string(), "ClueCon");
-    c.events = vec![
-        "CHANNEL_CREATE".into(),
-        "CHANNEL_ANSWER".into(),
-        "CHANNEL_PROGRESS".into(),
-    ];
+    c.subscription = Subscription::new()
+        .events(&["CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_PROGRESS"])
+        .unwrap();
     c.backoff_initial = Duration::from_millis(20);
     c.backoff_max = Duration::from_millis(200);
     c.request_timeout = Duration::from_secs(2);

@@ -8,6 +8,7 @@
 pub mod binary;
 pub mod captures;
 pub mod finaz;
+pub mod fs_rules;
 pub mod harness;
 pub mod outbound_driver;
 pub mod standin;

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::captures::plain_event_body;
+use super::fs_rules::Listener;
 
 /// The call id and job id the captured click2call (`06_*`) used; replaced by ours.
 const CAPTURED_CALL: &str = "33c74a7d-a7d7-4947-94d0-d95bac1b228a";
@@ -60,10 +61,10 @@ struct State {
     conns: Mutex<Vec<(Arc<Conn>, JoinHandle<()>)>>,
 }
 
-/// One client connection: its write queue and the events it subscribed to.
+/// One client connection: its write queue and what it subscribed to and filters on.
 struct Conn {
     tx: mpsc::UnboundedSender<Vec<u8>>,
-    subscribed: Mutex<Vec<String>>,
+    listener: Mutex<Listener>,
 }
 
 impl Conn {
@@ -71,15 +72,12 @@ impl Conn {
         let _ = self.tx.send(bytes);
     }
 
-    /// Like FreeSWITCH, delivers an event only if its name (or ALL) was subscribed.
+    /// Like mod_event_socket, writes an event only if this listener's subscription and
+    /// filters let it through (see [`Listener::wants`]).
     fn send_event(&self, body: &str) {
-        let name = body
-            .lines()
-            .find_map(|l| l.strip_prefix("Event-Name: "))
-            .unwrap_or("")
-            .to_string();
-        let subs = self.subscribed.lock().unwrap();
-        if subs.iter().any(|s| s == "ALL" || *s == name) {
+        let listener = self.listener.lock().unwrap();
+        if listener.wants(body) {
+            listener.assert_plain();
             let _ = self.tx.send(event_frame(body));
         }
     }
@@ -263,7 +261,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let conn = Arc::new(Conn {
             tx,
-            subscribed: Mutex::new(Vec::new()),
+            listener: Mutex::new(Listener::default()),
         });
         let handle = tokio::spawn(serve(sock, state.clone(), conn.clone(), rx));
         state.conns.lock().unwrap().push((conn, handle));
@@ -289,6 +287,9 @@ pub fn event_frame(body: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// How long FreeSWITCH waits for `auth` before closing.
+const AUTH_DEADLINE: Duration = Duration::from_secs(25);
 
 const GOODBYE: &str = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
 
@@ -370,7 +371,17 @@ async fn serve(
     let mut authed = false;
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let Some(cmd) = read_command(&mut r, &mut buf).await else {
+        // FreeSWITCH gives a client 25 s to authenticate (read_packet(..., 25)).
+        let next = read_command(&mut r, &mut buf);
+        let cmd = if authed {
+            next.await
+        } else {
+            tokio::time::timeout(AUTH_DEADLINE, next)
+                .await
+                .ok()
+                .flatten()
+        };
+        let Some(cmd) = cmd else {
             break;
         };
         state.received.lock().unwrap().push(cmd.clone());
@@ -394,16 +405,20 @@ async fn serve(
         }
         match verb {
             "event" => {
-                let format = rest.split_whitespace().next().unwrap_or("");
-                if rest.split_whitespace().count() < 2 {
-                    let _ = tx.send(reply("-ERR no keywords supplied"));
-                } else {
-                    conn.subscribed
-                        .lock()
-                        .unwrap()
-                        .extend(rest.split_whitespace().skip(1).map(str::to_string));
-                    let _ = tx.send(reply(&format!("+OK event listener enabled {format}")));
-                }
+                let text = conn.listener.lock().unwrap().event(rest);
+                let _ = tx.send(reply(&text));
+            }
+            "nixevent" => {
+                let text = conn.listener.lock().unwrap().nixevent(rest);
+                let _ = tx.send(reply(&text));
+            }
+            "noevents" => {
+                let text = conn.listener.lock().unwrap().noevents();
+                let _ = tx.send(reply(&text));
+            }
+            "filter" => {
+                let text = conn.listener.lock().unwrap().filter(rest);
+                let _ = tx.send(reply(&text));
             }
             "api" => {
                 let body = match rest {
@@ -452,7 +467,7 @@ async fn serve(
                     .map(|(_, v)| v.clone())
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 let _ = tx.send(reply(&format!("+OK Job-UUID: {job}\nJob-UUID: {job}")));
-                tokio::spawn(run_job(state.clone(), conn.clone(), job, rest.to_string()));
+                tokio::spawn(run_job(state.clone(), job, rest.to_string()));
             }
             "exit" => {
                 let _ = tx.send(reply("+OK bye"));
@@ -460,9 +475,20 @@ async fn serve(
                 let _ = tx.send(Vec::new());
                 break;
             }
-            "filter" | "nixevent" | "noevents" | "linger" | "nolinger" | "myevents" => {
-                let _ = tx.send(reply("+OK"));
+            // Reply texts of mod_event_socket (PROTOCOL.md a.2). `myevents <uuid>` would bind
+            // this connection to one call: the service never does that, so it is refused here
+            // rather than modelled.
+            "linger" => {
+                let text = match rest.trim() {
+                    "" => "+OK will linger".to_string(),
+                    n => format!("+OK will linger {n} seconds"),
+                };
+                let _ = tx.send(reply(&text));
             }
+            "nolinger" => {
+                let _ = tx.send(reply("+OK will not linger"));
+            }
+            "myevents" => panic!("stand-in: myevents on the inbound connection: {line}"),
             _ => {
                 let _ = tx.send(reply("-ERR command not found"));
             }
@@ -603,10 +629,12 @@ fn hangup(state: &State, call: &str, cause: &str) -> bool {
 }
 
 /// Plays a background job as FreeSWITCH would, events first, result last.
-async fn run_job(state: Arc<State>, conn: Arc<Conn>, job: String, arg: String) {
+async fn run_job(state: Arc<State>, job: String, arg: String) {
     let (command, args) = arg.split_once(' ').unwrap_or((arg.as_str(), ""));
+    // BACKGROUND_JOB is fired on the global bus: every listener subscribed to it (and whose
+    // filters pass it) gets every job's result, the issuing connection included.
     if command != "originate" {
-        conn.send_event(&background_job(&job, command, args, "+OK\n"));
+        broadcast(&state, &background_job(&job, command, args, "+OK\n"));
         return;
     }
     let call = args
@@ -626,7 +654,7 @@ async fn run_job(state: Arc<State>, conn: Arc<Conn>, job: String, arg: String) {
             .map(|(_, o)| o.clone())
             .unwrap_or_else(|| state.default_outcome.lock().unwrap().clone())
     };
-    let send = |body: String| conn.send_event(&body);
+    let send = |body: String| broadcast(&state, &body);
     let ok = "06_sip_operator_click2call.rx.raw";
     let busy = "06b_sip_operator_busy_unregistered.rx.raw";
     let (outcome, before) = match outcome {
