@@ -259,7 +259,7 @@ mod tests {
         l.event("plain ALL");
         l.filter("Unique-ID x");
         assert!(l.wants(&ev("CHANNEL_CREATE")));
-        assert!(!l.wants(&"Event-Name: BACKGROUND_JOB\nJob-UUID: j\n\n".to_string()));
+        assert!(!l.wants("Event-Name: BACKGROUND_JOB\nJob-UUID: j\n\n"));
         l.filter("Unique-ID -x");
         assert!(!l.wants(&ev("CHANNEL_CREATE")));
     }
