@@ -260,6 +260,8 @@ pub struct DialerStats {
     pub store_failures: AtomicU64,
     pub sessions_failed: AtomicU64,
     pub sessions_active: AtomicU64,
+    /// Sessions closed without having seen the channel's park (it may stay parked).
+    pub unparked_closes: AtomicU64,
 }
 
 impl DialerStats {
@@ -317,6 +319,13 @@ impl DialerStats {
             "counter",
             "Outbound socket sessions that ended before the channel data (timeout, garbage, early close).",
             get(&self.sessions_failed),
+        );
+        m(
+            out,
+            "finaz_dialer_unparked_closes_total",
+            "counter",
+            "Outbound sessions closed without this channel's CHANNEL_PARK within the wait: on FreeSWITCH 1.10 such a leg can stay parked in `socket`.",
+            get(&self.unparked_closes),
         );
         m(
             out,

@@ -1,10 +1,13 @@
 //! The outbound event socket server the dialplan's `socket` app connects to.
 //!
-//! Per connection: send `connect`, read the channel data, record the answered call with its
-//! webhook (committed before we let go), then close. Closing without a hangup lets the call
-//! go on in the dialplan (capture 04b); we never send anything but `connect`. Each session has
-//! a deadline, so a FreeSWITCH that stalls, closes early or sends garbage costs one task for
-//! at most `dialer.session_timeout`, never the call.
+//! Per connection: `myevents` and `connect`, read the channel data, record the answered call
+//! with its webhook (committed before we let go) while waiting for this channel's
+//! `CHANNEL_PARK`, then close. Closing without a hangup after the park lets the call go on in
+//! the dialplan (captures 04b, 09b); closing before it leaves the leg parked for ever
+//! (capture 09), so every session that got the channel data (first, duplicate or refused)
+//! waits for the park. We never send a hangup, `resume` or any other command. Each session
+//! has a deadline, so a FreeSWITCH that stalls, closes early or sends garbage costs one task
+//! for at most `dialer.session_timeout`, never the call.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,10 +20,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Answered, DialerStats, Reporter, Source};
 use crate::config::DialerConfig;
-use crate::esl::outbound::OutboundSession;
+use crate::esl::outbound::{Handoff, OutboundSession};
 
 /// Sessions served at once; more wait in the listen backlog (FreeSWITCH waits with them).
 const MAX_SESSIONS: usize = 4096;
+
+/// How long a session waits for its channel's `CHANNEL_PARK` (real: about 20 ms after the
+/// connect reply) before closing anyway.
+const PARK_WAIT: Duration = Duration::from_secs(2);
 
 /// Accepts sessions until `shutdown`, then lets the open ones finish.
 pub async fn serve(
@@ -82,20 +89,31 @@ async fn session(sock: TcpStream, reporter: &Reporter, vars: &DialerConfig) {
             return;
         }
     };
-    match Answered::from_socket(&data, vars) {
-        Ok(answered) => {
-            // Keep the session (the call waits parked in `socket`) until the webhook is
-            // durable, but never past the deadline: the call matters more.
-            if tokio::time::timeout_at(deadline, reporter.report(answered))
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    "storing the answered call took longer than dialer.session_timeout; letting the call go on"
-                );
+    let report = async {
+        match Answered::from_socket(&data, vars) {
+            Ok(answered) => {
+                // Keep the session (the call waits parked in `socket`) until the webhook is
+                // durable, but never past the deadline: the call matters more.
+                if tokio::time::timeout_at(deadline, reporter.report(answered))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "storing the answered call took longer than dialer.session_timeout; letting the call go on"
+                    );
+                }
             }
+            Err(why) => reporter.not_reported(Source::Socket, &why, data.unique_id().as_deref()),
         }
-        Err(why) => reporter.not_reported(Source::Socket, &why, data.unique_id().as_deref()),
+    };
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let ((), handoff) = tokio::join!(report, session.wait_parked(PARK_WAIT.min(left)));
+    if handoff == Handoff::TimedOut {
+        DialerStats::inc(&reporter.stats.unparked_closes);
+        tracing::warn!(
+            call_id = data.unique_id().as_deref(),
+            "no CHANNEL_PARK from this channel in time; closing anyway (the leg may stay parked in socket)"
+        );
     }
-    // Dropping the session closes the socket: FreeSWITCH continues the dialplan.
+    // Dropping the session closes the socket: the park ends and the dialplan goes on.
 }

@@ -1,9 +1,17 @@
-//! One session of FreeSWITCH's outbound mode: we send `connect` first and read the channel.
+//! One session of FreeSWITCH's outbound mode: `myevents`, `connect`, the channel, the park.
 //!
 //! FreeSWITCH connects to us from the dialplan `socket` app and says nothing until we send
 //! `connect`. The reply is one header block with no `Content-Length`: the channel's data as a
 //! serialized `CHANNEL_DATA` event (values percent-encoded), with `Content-Type`,
 //! `Reply-Text: %2BOK%0A`, `Socket-Mode` and `Control` at the *end*.
+//!
+//! Letting go of the call safely needs a fixed sequence (captures 09 and 09b): in async mode
+//! the `socket` app parks the channel only after our `connect`, on its next 20 ms tick, and a
+//! session that ends before that park starts leaves the channel parked for ever. So
+//! [`OutboundSession::connect`] sends `myevents` *before* `connect` (FreeSWITCH answers no
+//! outbound session's first command, so no reply is lost or mismatched) and
+//! [`OutboundSession::wait_parked`] waits for this channel's `CHANNEL_PARK` before the
+//! session may close.
 
 use std::time::Duration;
 
@@ -14,6 +22,7 @@ use tokio_util::codec::Framed;
 use super::codec::EslCodec;
 use super::command::Command;
 use super::error::CodecError;
+use super::event::Event;
 use super::frame::{ContentType, Frame};
 use super::headers::Headers;
 
@@ -70,36 +79,115 @@ impl ChannelData {
     }
 }
 
+/// How the `socket` app stood when [`OutboundSession::wait_parked`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// `CHANNEL_PARK` of our channel: closing now ends the park and the dialplan goes on.
+    Parked,
+    /// The call hung up first: nothing is left to release.
+    HungUp,
+    /// FreeSWITCH closed the session (disconnect notice or EOF).
+    Closed,
+    /// Sync (`static`) mode: the socket app does not park.
+    NotAsync,
+    /// No park within the wait: we close anyway (a leg may then stay parked).
+    TimedOut,
+}
+
 /// An accepted outbound connection, before and after `connect`.
 pub struct OutboundSession<S> {
     framed: Framed<S, EslCodec>,
+    /// The controlled channel, from the connect reply.
+    uuid: Option<String>,
+    /// Whether the socket app parks the channel (async mode).
+    parks: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> OutboundSession<S> {
     pub fn new(stream: S) -> Self {
         OutboundSession {
             framed: Framed::new(stream, EslCodec::default()),
+            uuid: None,
+            parks: false,
         }
     }
 
-    /// Sends `connect` and reads the channel data, all within `timeout`.
+    /// Sends `myevents` then `connect` in one write and reads the channel data, all within
+    /// `timeout`. FreeSWITCH sends no reply to the first command of an outbound session, so
+    /// the first frame is the connect reply; a `+OK Events Enabled` before it (a switch that
+    /// does answer) is skipped, never taken for the channel.
     pub async fn connect(&mut self, timeout: Duration) -> Result<ChannelData, OutboundError> {
         let exchange = async {
+            let myevents = Command::myevents(None, None).expect("no arguments to check");
+            self.framed.feed(myevents).await?;
             self.framed.send(Command::connect()).await?;
-            match self.framed.next().await {
-                Some(Ok(Frame {
-                    content_type: ContentType::CommandReply,
-                    headers,
-                    ..
-                })) => Ok(ChannelData { headers }),
-                Some(Ok(f)) => Err(OutboundError::Unexpected(f.content_type)),
-                Some(Err(e)) => Err(e.into()),
-                None => Err(OutboundError::ClosedEarly),
+            loop {
+                match self.framed.next().await {
+                    Some(Ok(Frame {
+                        content_type: ContentType::CommandReply,
+                        headers,
+                        ..
+                    })) => {
+                        let data = ChannelData { headers };
+                        if data.unique_id().is_none()
+                            && data
+                                .header("Reply-Text")
+                                .is_some_and(|t| t.starts_with("+OK Events"))
+                        {
+                            continue;
+                        }
+                        self.uuid = data.unique_id();
+                        self.parks = data
+                            .header("Socket-Mode")
+                            .is_none_or(|m| m.eq_ignore_ascii_case("async"));
+                        return Ok(data);
+                    }
+                    Some(Ok(f)) => return Err(OutboundError::Unexpected(f.content_type)),
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(OutboundError::ClosedEarly),
+                }
             }
         };
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| OutboundError::Timeout(timeout))?
+    }
+
+    /// After [`connect`](Self::connect): reads this channel's events until the `socket` app has
+    /// parked it (only then does closing let the call go on), the call is gone, or `timeout`.
+    /// In sync (`static`) mode nothing parks and it returns at once.
+    pub async fn wait_parked(&mut self, timeout: Duration) -> Handoff {
+        if !self.parks {
+            return Handoff::NotAsync;
+        }
+        let uuid = self.uuid.clone();
+        let wait = async {
+            loop {
+                let frame = match self.framed.next().await {
+                    Some(Ok(f)) => f,
+                    Some(Err(_)) | None => return Handoff::Closed,
+                };
+                if frame.content_type == ContentType::DisconnectNotice {
+                    return Handoff::Closed;
+                }
+                let Ok(event) = Event::from_frame(&frame) else {
+                    continue;
+                };
+                if event.unique_id().as_deref() != uuid.as_deref() {
+                    continue;
+                }
+                match event.name().as_deref() {
+                    Some("CHANNEL_PARK") => return Handoff::Parked,
+                    Some("CHANNEL_HANGUP" | "CHANNEL_HANGUP_COMPLETE" | "CHANNEL_DESTROY") => {
+                        return Handoff::HungUp;
+                    }
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Handoff::TimedOut)
     }
 
     /// Gives the underlying stream back (to close it, or keep talking).

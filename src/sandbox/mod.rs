@@ -18,6 +18,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+mod handoff;
+mod listener;
+
+use listener::Listener;
+
 use crate::domain::layout::RecordingLayout;
 use crate::recordings::wav::pcm_wav;
 use crate::storage::now_ms;
@@ -45,7 +50,7 @@ pub struct Played {
 
 struct Conn {
     tx: mpsc::UnboundedSender<Vec<u8>>,
-    events: Mutex<Vec<String>>,
+    listener: Mutex<Listener>,
 }
 
 /// The simulated FreeSWITCH.
@@ -87,13 +92,9 @@ impl Simulator {
     }
 
     fn broadcast(&self, name: &str, body: &str) {
-        let frame = format!(
-            "Content-Length: {}\nContent-Type: text/event-plain\n\n{body}",
-            body.len()
-        );
+        let frame = event_frame(body);
         for c in self.conns.lock().expect("lock").iter() {
-            let subscribed = c.events.lock().expect("lock");
-            if subscribed.iter().any(|e| e == name || e == "ALL") {
+            if c.listener.lock().expect("lock").wants(name, None) {
                 let _ = c.tx.send(frame.clone().into_bytes());
             }
         }
@@ -118,24 +119,16 @@ impl Simulator {
         data.push_str("Content-Type: command/reply\nReply-Text: %2BOK%0A\nSocket-Mode: async\nControl: full\n\n");
         let path = self.recordings.path(&id, now_ms());
         self.start_recording(&id, &path, &vars)?;
-        let mut s = TcpStream::connect(dialer)
-            .await
-            .with_context(|| format!("connecting to dialer.listen {dialer}"))?;
-        let mut got = Vec::new();
-        let mut buf = [0u8; 256];
-        while !got.ends_with(b"\n\n") {
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .context("the adapter did not send connect")??;
-            anyhow::ensure!(n > 0, "the adapter closed before connect");
-            got.extend_from_slice(&buf[..n]);
+        let park = event_frame(
+            &(channel_headers("CHANNEL_PARK", &id, "outbound", &telefone, &vars) + "\n"),
+        );
+        // The adapter closes once the webhook is stored and the channel parked; the call goes on.
+        match handoff::run(dialer, &id, &data, &park).await? {
+            handoff::Released::AfterPark => {}
+            other => {
+                tracing::warn!(call_id = %id, released = ?other, "sandbox: dialer hand-off not released after the park")
+            }
         }
-        s.write_all(data.as_bytes()).await?;
-        // The adapter closes once the webhook is stored; the call goes on.
-        let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            while s.read(&mut buf).await.unwrap_or(0) > 0 {}
-        })
-        .await;
         let (sim, call) = (self.clone(), id.clone());
         let vars: Vec<(String, String)> = vars
             .iter()
@@ -190,7 +183,7 @@ impl Simulator {
     }
 
     /// Plays `originate {...}user/<ramal> <number> ...` as FreeSWITCH would.
-    async fn originate(self: Arc<Self>, conn: Arc<Conn>, job: String, args: String) {
+    async fn originate(self: Arc<Self>, job: String, args: String) {
         let field = |key: &str| {
             args.split(key)
                 .nth(1)
@@ -214,16 +207,13 @@ impl Simulator {
             .nth(1)
             .and_then(|r| r.split('\'').next())
             .map(PathBuf::from);
+        // BACKGROUND_JOB goes out on the global bus: to every connection subscribed to it.
         let result = |body: &str| {
             let inner = format!(
                 "Event-Name: BACKGROUND_JOB\nJob-UUID: {job}\nJob-Command: originate\nContent-Length: {}\n\n{body}",
                 body.len()
             );
-            let frame = format!(
-                "Content-Length: {}\nContent-Type: text/event-plain\n\n{inner}",
-                inner.len()
-            );
-            let _ = conn.tx.send(frame.into_bytes());
+            self.broadcast("BACKGROUND_JOB", &inner);
         };
         let vars = [
             ("finaz_callid", id.as_str()),
@@ -314,7 +304,7 @@ async fn serve(sim: Arc<Simulator>, sock: TcpStream) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let conn = Arc::new(Conn {
         tx,
-        events: Mutex::new(Vec::new()),
+        listener: Mutex::new(Listener::default()),
     });
     let writer = tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
@@ -340,6 +330,7 @@ async fn serve(sim: Arc<Simulator>, sock: TcpStream) {
                 let _ = conn.tx.send(reply("+OK accepted"));
             } else if verb == "auth" {
                 let _ = conn.tx.send(reply("-ERR invalid"));
+                let _ = conn.tx.send(disconnect_notice());
                 break;
             } else {
                 let _ = conn.tx.send(reply("-ERR command not found"));
@@ -348,11 +339,16 @@ async fn serve(sim: Arc<Simulator>, sock: TcpStream) {
         }
         match verb {
             "event" => {
-                conn.events
-                    .lock()
-                    .expect("lock")
-                    .extend(rest.split_whitespace().skip(1).map(str::to_string));
-                let _ = conn.tx.send(reply("+OK event listener enabled plain"));
+                let text = conn.listener.lock().expect("lock").event(rest);
+                let _ = conn.tx.send(reply(&text));
+            }
+            "nixevent" => {
+                let text = conn.listener.lock().expect("lock").nixevent(rest);
+                let _ = conn.tx.send(reply(&text));
+            }
+            "noevents" => {
+                let text = conn.listener.lock().expect("lock").noevents();
+                let _ = conn.tx.send(reply(&text));
             }
             "api" => {
                 let body = if rest == "status" {
@@ -398,15 +394,18 @@ async fn serve(sim: Arc<Simulator>, sock: TcpStream) {
                     .tx
                     .send(reply(&format!("+OK Job-UUID: {job}\nJob-UUID: {job}")));
                 if let Some(args) = rest.strip_prefix("originate ") {
-                    tokio::spawn(sim.clone().originate(conn.clone(), job, args.to_string()));
+                    tokio::spawn(sim.clone().originate(job, args.to_string()));
                 }
             }
             "exit" => {
                 let _ = conn.tx.send(reply("+OK bye"));
+                let _ = conn.tx.send(disconnect_notice());
                 break;
             }
+            // Filters, log levels and the rest are not simulated: refused, as FreeSWITCH
+            // refuses a command it does not know, rather than acknowledged and ignored.
             _ => {
-                let _ = conn.tx.send(reply("+OK"));
+                let _ = conn.tx.send(reply("-ERR command not found"));
             }
         }
     }
@@ -416,6 +415,24 @@ async fn serve(sim: Arc<Simulator>, sock: TcpStream) {
         .retain(|c| !Arc::ptr_eq(c, &conn));
     let _ = conn.tx.send(Vec::new());
     let _ = writer.await;
+}
+
+/// A plain event frame around `body` (the event's own header block).
+fn event_frame(body: &str) -> String {
+    format!(
+        "Content-Length: {}\nContent-Type: text/event-plain\n\n{body}",
+        body.len()
+    )
+}
+
+/// FreeSWITCH's goodbye before it closes a connection (`exit`, failed auth).
+fn disconnect_notice() -> Vec<u8> {
+    const GOODBYE: &str = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
+    format!(
+        "Content-Type: text/disconnect-notice\nContent-Length: {}\n\n{GOODBYE}",
+        GOODBYE.len()
+    )
+    .into_bytes()
 }
 
 /// One command: its first line and headers; a body announced by Content-Length is skipped.

@@ -11,7 +11,9 @@ use crate::support::binary::{Running, free_port};
 use crate::support::captures::plain_event_body;
 use crate::support::finaz::{FakeFinaz, param};
 use crate::support::harness::{Extra, Harness};
-use crate::support::outbound_driver::{connect_reply, connect_reply_with, drive};
+use crate::support::outbound_driver::{
+    Handoff, Options, connect_reply, connect_reply_with, drive, drive_with,
+};
 
 const HOLD: Duration = Duration::from_secs(10);
 
@@ -54,9 +56,11 @@ async fn a_socket_hand_off_sends_every_value_exactly_encoded_and_lets_the_call_g
         ],
     );
     let session = drive(h.dialer(), reply, HOLD).await;
-    // Only `connect`, then the adapter closes: no hangup, the dialplan continues.
-    assert_eq!(session.commands, ["connect"]);
+    // `myevents`, `connect`, then the adapter closes after the park: no hangup, and the
+    // `socket` app returns so the dialplan continues.
+    assert_eq!(session.commands, ["myevents", "connect"]);
     assert!(session.closed_by_adapter);
+    assert_eq!(session.handoff, Handoff::Returned);
     // The webhook was durable before the session was released.
     let entry = h
         .service()
@@ -65,7 +69,7 @@ async fn a_socket_hand_off_sends_every_value_exactly_encoded_and_lets_the_call_g
         .await
         .unwrap()
         .expect("stored before the socket closed");
-    assert_eq!(entry.attempts, 0);
+    assert!(entry.attempts <= 1, "{entry:?}");
 
     let hits = finaz
         .wait_for(Duration::from_secs(5), |h| !h.is_empty())
@@ -139,8 +143,10 @@ async fn a_call_without_a_crm_id_is_counted_not_sent() {
         HOLD,
     )
     .await;
-    assert_eq!(session.commands, ["connect"]);
+    assert_eq!(session.commands, ["myevents", "connect"]);
     assert!(session.closed_by_adapter);
+    // Refused, and still released the way FreeSWITCH needs: the call goes on.
+    assert_eq!(session.handoff, Handoff::Returned);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(finaz.hits().is_empty());
     assert!(
@@ -279,8 +285,9 @@ async fn five_hundred_concurrent_sessions_are_each_reported() {
     }
     for s in sessions {
         let s = s.await.unwrap();
-        assert_eq!(s.commands, ["connect"], "{s:?}");
+        assert_eq!(s.commands, ["myevents", "connect"], "{s:?}");
         assert!(s.closed_by_adapter);
+        assert_eq!(s.handoff, Handoff::Returned, "{s:?}");
     }
     let hits = finaz
         .wait_for(Duration::from_secs(20), |h| h.len() >= 500)
@@ -309,8 +316,13 @@ async fn broken_and_stalled_sessions_neither_hang_the_server_nor_report() {
     // Closes in the middle of the channel data.
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).await.unwrap();
-    assert_eq!(&buf[..n], b"connect\n\n");
+    let mut got = Vec::new();
+    while !got.ends_with(b"connect\n\n") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"myevents\n\nconnect\n\n");
     let reply = connect_reply("d1a1e700-0000-4000-8000-000000000046", &[]);
     s.write_all(&reply[..reply.len() / 2]).await.unwrap();
     drop(s);
@@ -388,6 +400,92 @@ async fn the_same_call_seen_by_socket_and_events_is_sent_once() {
     assert!(
         metrics.contains("finaz_dialer_duplicates_total 1\n"),
         "{metrics}"
+    );
+    h.stop().await;
+}
+
+/// The real-FreeSWITCH finding: the tagged CHANNEL_BRIDGE arrives ~200 ms before the
+/// operator leg's hand-off, so that session is a duplicate. Closed at once, it ended before
+/// the `socket` app's park and the operator stayed parked for ever. Every kind of session
+/// (duplicate, refused, unusable) must be released only after its channel's park.
+#[tokio::test]
+async fn every_session_is_released_only_after_its_park_so_the_call_goes_on() {
+    let finaz = FakeFinaz::start().await;
+    let h = harness(&finaz, "", "").await;
+    let bridge = plain_event_body("07_dialer_bridge_to_sip_operator.rx.raw", "CHANNEL_BRIDGE");
+    h.fs.emit(&bridge);
+    finaz
+        .wait_for(Duration::from_secs(5), |h| !h.is_empty())
+        .await;
+    let duplicate = connect_reply_with(
+        OPERATOR_LEG,
+        &[("finaz_crm_id", "CRM-7001")],
+        &[("Other-Leg-Unique-ID", CUSTOMER_LEG)],
+    );
+    let untagged = connect_reply(
+        "d1a1e700-0000-4000-8000-000000000051",
+        &[("finaz_crm_id", "")],
+    );
+    let unusable = connect_reply(
+        "d1a1e700-0000-4000-8000-000000000052",
+        &[("finaz_crm_id", &"9".repeat(300))],
+    );
+    for (what, reply) in [
+        ("duplicate", duplicate),
+        ("untagged", untagged),
+        ("unusable", unusable),
+    ] {
+        let s = drive(h.dialer(), reply, HOLD).await;
+        assert_eq!(s.commands, ["myevents", "connect"], "{what}");
+        assert!(s.closed_by_adapter, "{what}");
+        assert_eq!(s.handoff, Handoff::Returned, "{what}: leg left parked");
+    }
+    assert_eq!(finaz.hits().len(), 1, "{:#?}", finaz.hits());
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("finaz_dialer_duplicates_total 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("finaz_dialer_unparked_closes_total 0\n"));
+    h.stop().await;
+}
+
+/// A switch whose park never shows is not waited on for ever: the session closes after the
+/// park wait (2 s), counted, and the webhook is stored all the same.
+#[tokio::test]
+async fn a_park_that_never_comes_is_waited_for_a_bounded_time() {
+    let finaz = FakeFinaz::start().await;
+    let h = harness(&finaz, "", "").await;
+    let call = "d1a1e700-0000-4000-8000-000000000053";
+    let opts = Options {
+        hold: Duration::from_secs(10),
+        park_tick: Duration::from_secs(8),
+    };
+    let started = Instant::now();
+    let s = drive_with(
+        h.dialer(),
+        connect_reply(call, &[("finaz_crm_id", "7")]),
+        opts,
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(s.closed_by_adapter);
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(
+        h.service()
+            .storage
+            .outbox_for_call(call)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        h.metrics()
+            .await
+            .contains("finaz_dialer_unparked_closes_total 1\n")
     );
     h.stop().await;
 }

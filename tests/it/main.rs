@@ -5,6 +5,7 @@ mod captures;
 mod click2call;
 mod client;
 mod codec_props;
+mod conformance;
 mod dialer;
 mod openapi;
 mod operator;

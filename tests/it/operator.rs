@@ -117,6 +117,10 @@ async fn the_sandbox_plays_click2call_recording_and_dialer_over_real_http() {
     for l in lines {
         assert!(l.starts_with("SANDBOX "), "a log line not marked: {l}");
     }
+    // The simulated switch's `socket` app saw the adapter wait for the park, as a real
+    // FreeSWITCH needs, and no job result was lost to the subscription.
+    assert!(!logs.contains("before the channel parked"), "{logs}");
+    assert!(!logs.contains("not released after the park"), "{logs}");
 }
 
 /// Runs `doctor` on a config; (exit code, output).

@@ -293,7 +293,7 @@ const AUTH_DEADLINE: Duration = Duration::from_secs(25);
 
 const GOODBYE: &str = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
 
-fn disconnect_notice() -> Vec<u8> {
+pub fn disconnect_notice() -> Vec<u8> {
     format!(
         "Content-Type: text/disconnect-notice\nContent-Length: {}\n\n{GOODBYE}",
         GOODBYE.len()
