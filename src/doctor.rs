@@ -206,9 +206,70 @@ async fn freeswitch_checks(config: &Config, ramal: Option<&str>) -> Vec<Check> {
             "check FreeSWITCH's log",
         )),
     }
+    out.push(job_check(&mut esl, t).await);
     out.push(operator_check(&mut esl, &fs.operator_endpoint, ramal, t).await);
     let _ = esl.send(Command::exit()).await;
     out
+}
+
+/// A `bgapi status` must come back as a `BACKGROUND_JOB` on the service's subscription:
+/// without it every failed click2call waits for a 504 instead of its 404/409.
+async fn job_check(esl: &mut Esl, t: Duration) -> Check {
+    const NAME: &str = "job results arrive";
+    let job = uuid::Uuid::new_v4().to_string();
+    let cmd = match Command::bgapi("status", &job) {
+        Ok(c) => c,
+        Err(e) => return Check::fail(NAME, e.to_string(), "report this as a bug"),
+    };
+    match send(esl, cmd, t).await {
+        Ok(f) if f.is_ok() => {}
+        Ok(f) => {
+            return Check::fail(
+                NAME,
+                format!("bgapi refused: {}", f.reply_text().unwrap_or_default()),
+                "allow bgapi for the adapter's ESL user (esl-allowed-api)",
+            );
+        }
+        Err(e) => return Check::fail(NAME, e, "check FreeSWITCH's log"),
+    }
+    let started = std::time::Instant::now();
+    let wait = async {
+        loop {
+            match esl.next().await {
+                Some(Ok(f)) if f.content_type.is_event() => {
+                    let Ok(e) = crate::esl::Event::from_frame(&f) else {
+                        continue;
+                    };
+                    if e.name().as_deref() == Some("BACKGROUND_JOB")
+                        && e.job_uuid().as_deref() == Some(job.as_str())
+                    {
+                        return Ok(());
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("FreeSWITCH closed the connection".to_string()),
+            }
+        }
+    };
+    match tokio::time::timeout(t, wait).await {
+        Ok(Ok(())) => Check::ok(
+            NAME,
+            format!(
+                "bgapi status answered in {} ms",
+                started.elapsed().as_millis()
+            ),
+        ),
+        Ok(Err(e)) => Check::fail(NAME, e, "check FreeSWITCH's log"),
+        Err(_) => Check::fail(
+            NAME,
+            format!(
+                "the bgapi was accepted but no BACKGROUND_JOB came within {}s: failed click2calls would all be 504",
+                t.as_secs()
+            ),
+            "allow BACKGROUND_JOB for the adapter's ESL user (esl-allowed-events) and remove event filters on it",
+        ),
+    }
 }
 
 /// `user/{ramal}` endpoints: the user must exist and have a registered phone.

@@ -178,6 +178,9 @@ async fn doctor_is_green_on_a_good_setup_and_names_what_is_wrong_on_bad_ones() {
         "event socket reachable",
         "password accepted",
         "events subscribed",
+        // A bgapi result reached the subscription (it did not, with BACKGROUND_JOB after
+        // CUSTOM, on a real FreeSWITCH and on this stand-in).
+        "job results arrive",
         "operator endpoint",
         "recordings dir readable",
         "storage writable",
@@ -328,6 +331,62 @@ fn every_freeswitch_file_is_well_formed_xml() {
         }
     }
     assert!(seen >= 3, "event socket, click2call and dialer snippets");
+}
+
+/// Which extension of `context` FreeSWITCH's XML dialplan runs for a tagged call to
+/// `destination`: the first whose every condition matches (fields `destination_number` and
+/// `${finaz_crm_id}`, which the test call carries).
+fn routed(doc: &roxmltree::Document, context: &str, destination: &str) -> Option<String> {
+    let ctx = doc
+        .descendants()
+        .find(|n| n.has_tag_name("context") && n.attribute("name") == Some(context))?;
+    ctx.children()
+        .filter(|n| n.has_tag_name("extension"))
+        .find(|ext| {
+            ext.children()
+                .filter(|n| n.has_tag_name("condition"))
+                .all(|c| {
+                    let value = match c.attribute("field").unwrap() {
+                        "destination_number" => destination,
+                        "${finaz_crm_id}" => "7001",
+                        other => panic!("condition on {other}: extend the test"),
+                    };
+                    regex::Regex::new(c.attribute("expression").unwrap())
+                        .unwrap()
+                        .is_match(value)
+                })
+        })
+        .map(|ext| ext.attribute("name").unwrap().to_string())
+}
+
+/// The real-FreeSWITCH finding: with both extensions in one context, the customer-first
+/// pattern also took the customer's number and operator-first calls went to
+/// `user/41988445566`. Each pattern must be reachable where the docs send it.
+#[test]
+fn both_dialer_hand_off_patterns_are_reachable() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("freeswitch/dialplan/finaz_dialer.xml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    assert_eq!(
+        routed(&doc, "finaz_dialer", "1001").as_deref(),
+        Some("finaz_dialer_customer_first")
+    );
+    assert_eq!(
+        routed(&doc, "finaz_dialer_operator_first", "41988445566").as_deref(),
+        Some("finaz_dialer_operator_first")
+    );
+    // The originate examples in the file name the context that runs their pattern.
+    assert!(text.contains("&transfer(1001 XML finaz_dialer)"));
+    assert!(text.contains("41988445566 XML finaz_dialer_operator_first"));
+    let ops = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"),
+    )
+    .unwrap();
+    assert!(
+        ops.contains("finaz_dialer_operator_first"),
+        "docs name the context"
+    );
 }
 
 #[tokio::test]
