@@ -8,8 +8,10 @@
 //! `bgapi` waiters are keyed by a Job-UUID we choose and registered by the writer in the same
 //! step as the write, so they belong to the connection that carries the command. Events go to subscribers with `try_send`: a full subscriber loses the event (counted),
 //! FreeSWITCH is never stalled. On any loss of the connection every waiter fails with
-//! [`ClientError::ConnectionLost`], and a supervisor reconnects with capped, jittered backoff and
-//! subscribes again.
+//! [`ClientError::ConnectionLost`], and a supervisor reconnects and subscribes again: every
+//! ~0.5 s while the port refuses (a restarted switch is found at once), with capped, jittered
+//! exponential backoff when connections are accepted and then fail or drop, reset only
+//! after a connection that stayed up.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -250,38 +252,92 @@ enum Ended {
     Stop,
 }
 
+/// Between attempts on a port that refuses (or a host that cannot be reached): trying again
+/// costs FreeSWITCH nothing, and a restarted switch should find us within about a second.
+const REFUSED_RETRY: Duration = Duration::from_millis(500);
+
+/// A connection that stayed up this long was healthy: its loss starts the backoff afresh.
+/// Shorter ones (a switch that accepts and drops at once) keep growing it.
+const STABLE: Duration = Duration::from_secs(30);
+
+/// Why an attempt failed, which decides how soon to try again.
+struct Failed {
+    reason: String,
+    /// The TCP connection was accepted (then refused, dropped or stalled): back off.
+    accepted: bool,
+}
+
+/// When to try again: refused ports at a short fixed pace, everything else with capped
+/// exponential backoff; both jittered so that many adapters do not retry in step.
+struct Backoff {
+    next: Duration,
+    initial: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(config: &ClientConfig) -> Self {
+        Backoff {
+            next: config.backoff_initial,
+            initial: config.backoff_initial,
+            max: config.backoff_max,
+        }
+    }
+
+    /// The delay after a failure; `accepted` failures grow the backoff.
+    fn after_failure(&mut self, accepted: bool) -> Duration {
+        let base = if accepted {
+            let d = self.next;
+            self.next = (self.next * 2).min(self.max);
+            d
+        } else {
+            REFUSED_RETRY.min(self.max)
+        };
+        base.mul_f64(0.75 + fastrand::f64() * 0.5)
+    }
+
+    /// A connection that was up for `up` ended: healthy ones reset the backoff.
+    fn after_connection(&mut self, up: Duration) -> Duration {
+        if up >= STABLE {
+            self.next = self.initial;
+        }
+        self.after_failure(true)
+    }
+}
+
 async fn supervise(
     config: ClientConfig,
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Request>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = config.backoff_initial;
+    let mut backoff = Backoff::new(&config);
     let mut connected_before = false;
     loop {
         let attempt = refuse_while(connect(&config), &mut rx, &shutdown).await;
-        let reason = match attempt {
+        let (reason, delay) = match attempt {
             None => break,
-            Some(Err(reason)) => {
+            Some(Err(failed)) => {
                 ClientStats::inc(&shared.stats.connect_failures);
-                tracing::warn!(address = %config.address, %reason, "event socket connection failed");
-                reason
+                tracing::warn!(address = %config.address, reason = %failed.reason, "event socket connection failed");
+                let delay = backoff.after_failure(failed.accepted);
+                (failed.reason, delay)
             }
             Some(Ok((read, write))) => {
                 if connected_before {
                     ClientStats::inc(&shared.stats.reconnects);
                 }
                 connected_before = true;
-                backoff = config.backoff_initial;
                 tracing::info!(address = %config.address, "event socket connected");
                 shared.state.send_replace(ConnectionState::Connected);
+                let up_since = Instant::now();
                 let ended = run_connection(read, write, &mut rx, &shared, &shutdown).await;
                 fail_jobs(&shared);
                 match ended {
                     Ended::Stop => break,
                     Ended::Lost(reason) => {
                         tracing::warn!(address = %config.address, %reason, "event socket connection lost");
-                        reason
+                        (reason, backoff.after_connection(up_since.elapsed()))
                     }
                 }
             }
@@ -289,8 +345,6 @@ async fn supervise(
         shared
             .state
             .send_replace(ConnectionState::Disconnected { reason });
-        let delay = backoff.mul_f64(0.75 + fastrand::f64() * 0.5);
-        backoff = (backoff * 2).min(config.backoff_max);
         if refuse_while(tokio::time::sleep(delay), &mut rx, &shutdown)
             .await
             .is_none()
@@ -329,11 +383,21 @@ type Reader = FramedRead<OwnedReadHalf, EslCodec>;
 type Writer = FramedWrite<OwnedWriteHalf, EslCodec>;
 
 /// Connects, authenticates and subscribes.
-async fn connect(config: &ClientConfig) -> Result<(Reader, Writer), String> {
+async fn connect(config: &ClientConfig) -> Result<(Reader, Writer), Failed> {
+    let refused = |reason: String| Failed {
+        reason,
+        accepted: false,
+    };
+    let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(&config.address))
+        .await
+        .map_err(|_| {
+            refused(format!(
+                "connect: no answer within {:?}",
+                config.connect_timeout
+            ))
+        })?
+        .map_err(|e| refused(format!("connect: {e}")))?;
     let handshake = async {
-        let stream = TcpStream::connect(&config.address)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
         let _ = stream.set_nodelay(true);
         let (r, w) = stream.into_split();
         let mut read = FramedRead::new(
@@ -365,9 +429,14 @@ async fn connect(config: &ClientConfig) -> Result<(Reader, Writer), String> {
         }
         Ok((read, write))
     };
+    let accepted = |reason: String| Failed {
+        reason,
+        accepted: true,
+    };
     tokio::time::timeout(config.connect_timeout, handshake)
         .await
-        .map_err(|_| format!("no handshake within {:?}", config.connect_timeout))?
+        .map_err(|_| accepted(format!("no handshake within {:?}", config.connect_timeout)))?
+        .map_err(accepted)
 }
 
 async fn next_frame(read: &mut Reader) -> Result<Frame, String> {

@@ -1,7 +1,8 @@
 //! The inbound client against the stand-in and against hand-scripted sockets: replies in
 //! order, jobs by Job-UUID, events never stalling the reader, reconnects that restore state.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use finaz_freeswitch::esl::{Client, ClientConfig, ClientError, ConnectionState, Subscription};
@@ -336,4 +337,80 @@ async fn shutdown_fails_pending_jobs_and_stops_the_client() {
         client.api("status").await.unwrap_err(),
         ClientError::NotConnected
     );
+}
+
+/// A switch that accepts every connection, lets it authenticate and subscribe (or refuses
+/// the password), then closes at once; counts the connections it got.
+async fn dropping_switch(accept_password: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let _ = s.write_all(b"Content-Type: auth/request\n\n").await;
+                let mut buf = Vec::new();
+                let mut answered = 0;
+                while answered < 2 {
+                    let mut chunk = [0u8; 1024];
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+                        buf.drain(..end + 2);
+                        answered += 1;
+                        let text = if accept_password {
+                            if answered == 1 {
+                                "+OK accepted"
+                            } else {
+                                "+OK event listener enabled plain"
+                            }
+                        } else {
+                            "-ERR invalid"
+                        };
+                        let _ = s
+                            .write_all(
+                                format!("Content-Type: command/reply\nReply-Text: {text}\n\n")
+                                    .as_bytes(),
+                            )
+                            .await;
+                        if !accept_password {
+                            return;
+                        }
+                    }
+                }
+                // Authenticated and subscribed: now drop it, as a sick switch would.
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// Refused ports are retried quickly, but a switch that accepts and then drops (after the
+/// handshake, or at the password) is not hammered: the backoff grows across such drops.
+#[tokio::test]
+async fn connections_dropped_right_after_the_handshake_back_off() {
+    for accept_password in [true, false] {
+        let (addr, count) = dropping_switch(accept_password).await;
+        let stop = CancellationToken::new();
+        let mut c = config(addr);
+        c.backoff_initial = Duration::from_millis(200);
+        c.backoff_max = Duration::from_secs(10);
+        let (_client, _task) = Client::spawn(c, stop.clone());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let n = count.load(Ordering::Relaxed);
+        // 200 ms doubling with ±25 % jitter: at most 5 attempts in 3 s (a reset after every
+        // handshake would make ~15).
+        assert!(
+            (2..=5).contains(&n),
+            "password ok: {accept_password}: {n} connections in 3 s"
+        );
+        stop.cancel();
+    }
 }
