@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use support::finaz::{FakeFinaz, param};
-use support::outbound_driver::connect_reply;
+use support::outbound_driver::{connect_reply, park_event};
 
 const RATE: u64 = 100;
 const CALLS: u64 = 2_000;
@@ -34,20 +34,23 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-/// Plays FreeSWITCH's `socket` app: returns when `connect` arrived.
-async fn hand_off(addr: std::net::SocketAddr, reply: Vec<u8>) -> Instant {
+/// Plays FreeSWITCH's `socket` app: `myevents` (no reply), `connect` (the channel data),
+/// the channel's CHANNEL_PARK one 20 ms tick later; returns when `connect` arrived.
+async fn hand_off(addr: std::net::SocketAddr, call: &str, reply: Vec<u8>) -> Instant {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.set_nodelay(true).unwrap();
     let mut buf = [0u8; 64];
     let mut got = Vec::new();
-    while !got.ends_with(b"\n\n") {
+    while !got.ends_with(b"connect\n\n") {
         let n = s.read(&mut buf).await.unwrap();
         assert!(n > 0, "closed before connect");
         got.extend_from_slice(&buf[..n]);
     }
     let t0 = Instant::now();
     s.write_all(&reply).await.unwrap();
-    // The adapter closes once the webhook is stored.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let _ = s.write_all(&park_event(call)).await;
+    // The adapter closes once the webhook is stored and the channel parked.
     while s.read(&mut buf).await.unwrap_or(0) > 0 {}
     t0
 }
@@ -86,7 +89,8 @@ async fn main() {
         tick.tick().await;
         let call = format!("d1a1e700-0000-4000-8000-{i:012}");
         let reply = connect_reply(&call, &[("finaz_crm_id", &format!("CRM-{i}"))]);
-        sessions.push((call, tokio::spawn(hand_off(addr, reply))));
+        let c = call.clone();
+        sessions.push((call, tokio::spawn(async move { hand_off(addr, &c, reply).await })));
     }
     let mut starts = std::collections::HashMap::new();
     for (call, t) in sessions {

@@ -466,6 +466,13 @@ async fn serve(
                     .find(|(n, _)| n.eq_ignore_ascii_case("job-uuid"))
                     .map(|(_, v)| v.clone())
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                // FreeSWITCH builds this reply in 512 bytes holding the id twice: a longer id
+                // loses the closing blank line and breaks the framing (PROTOCOL.md a.5).
+                assert!(
+                    job.len() <= 235,
+                    "stand-in: a Job-UUID of {} bytes",
+                    job.len()
+                );
                 let _ = tx.send(reply(&format!("+OK Job-UUID: {job}\nJob-UUID: {job}")));
                 tokio::spawn(run_job(state.clone(), job, rest.to_string()));
             }
@@ -487,6 +494,15 @@ async fn serve(
             }
             "nolinger" => {
                 let _ = tx.send(reply("+OK will not linger"));
+            }
+            "sendmsg" => {
+                let uuid = rest.trim();
+                let text = if state.live.lock().unwrap().contains(uuid) {
+                    "+OK".to_string()
+                } else {
+                    format!("-ERR invalid session id [{uuid}]")
+                };
+                let _ = tx.send(reply(&text));
             }
             "myevents" => panic!("stand-in: myevents on the inbound connection: {line}"),
             _ => {
@@ -529,11 +545,19 @@ async fn read_command(
                 .filter_map(|l| l.split_once(':'))
                 .map(|(n, v)| (n.to_string(), v.trim_start().to_string()))
                 .collect();
-            if let Some(len) = headers
+            // FreeSWITCH refuses a negative, non-numeric or over-16 MiB Content-Length
+            // (a097e124; before it, a huge one aborted the switch): the service must never
+            // send one, so the stand-in fails the test loudly.
+            let announced = headers
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.parse::<usize>().ok())
-            {
+                .map(|(_, v)| {
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n <= 16 * 1024 * 1024)
+                        .unwrap_or_else(|| panic!("stand-in: invalid command Content-Length {v:?}"))
+                });
+            if let Some(len) = announced {
                 while buf.len() < len {
                     let mut chunk = [0u8; 4096];
                     let n = r.read(&mut chunk).await.ok()?;
