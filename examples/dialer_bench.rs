@@ -90,7 +90,10 @@ async fn main() {
         let call = format!("d1a1e700-0000-4000-8000-{i:012}");
         let reply = connect_reply(&call, &[("finaz_crm_id", &format!("CRM-{i}"))]);
         let c = call.clone();
-        sessions.push((call, tokio::spawn(async move { hand_off(addr, &c, reply).await })));
+        sessions.push((
+            call,
+            tokio::spawn(async move { hand_off(addr, &c, reply).await }),
+        ));
     }
     let mut starts = std::collections::HashMap::new();
     for (call, t) in sessions {

@@ -25,6 +25,8 @@ pub struct AdminState {
     pub outbox: Outbox,
     /// Sandbox mode: the simulator and our outbound socket server it connects to.
     pub sandbox: Option<(Arc<Simulator>, std::net::SocketAddr)>,
+    /// The listeners' connection counters.
+    pub connections: Vec<Arc<crate::admission::Admission>>,
 }
 
 /// Why the service is not ready, or `None` when it is.
@@ -41,6 +43,11 @@ pub async fn not_ready_reason(state: &AdminState) -> Option<String> {
         Ok(Err(e)) => Some(format!("storage unusable: {e}")),
         Err(_) => Some("storage did not answer within 2s".into()),
     }
+}
+
+/// The admin routes as one boxed filter, for [`crate::http::server::serve`].
+pub fn boxed(state: AdminState) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    routes(state).map(warp::Reply::into_response).boxed()
 }
 
 pub fn routes(
@@ -77,6 +84,9 @@ pub fn routes(
             crate::metrics::render_esl(&mut out, s.esl.stats(), s.esl.is_connected());
             s.http.render(&mut out);
             s.dialer.render(&mut out);
+            for c in &s.connections {
+                c.render(&mut out);
+            }
             s.outbox.render(&mut out).await;
             warp::reply::with_header(out, "content-type", "text/plain; version=0.0.4")
         });

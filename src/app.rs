@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use crate::admin::{self, AdminState};
+use crate::admission::{Admission, Rules};
 use crate::click2call::{self, Click2Call};
 use crate::config::{self, Config, DialerTrigger};
 use crate::dialer::{self, Reporter, url::AnsweredUrl};
@@ -83,6 +84,53 @@ fn esl_config(fs: &config::FreeswitchConfig) -> ClientConfig {
     c.request_timeout = fs.request_timeout;
     c.backoff_max = fs.reconnect_max_backoff;
     c
+}
+
+/// The connection rules of the three listeners.
+struct Admissions {
+    http: Arc<Admission>,
+    admin: Arc<Admission>,
+    dialer: Arc<Admission>,
+}
+
+impl Admissions {
+    fn new(config: &Config) -> Self {
+        let http = &config.http;
+        // Without a proxy in front, the peer is the client: strangers are closed at accept.
+        let early = (http.trusted_proxies.is_empty() && !http.allowed_ips.is_empty())
+            .then(|| http.allowed_ips.clone());
+        let dialer = &config.dialer.allowed_peers;
+        Admissions {
+            http: Admission::new(Rules {
+                name: "http",
+                allowed: early,
+                max_total: http.max_connections,
+                max_per_ip: http.max_connections_per_ip,
+                exempt: http.trusted_proxies.clone(),
+                hint: "http.allowed_ips, http.max_connections, http.max_connections_per_ip",
+            }),
+            admin: Admission::new(Rules {
+                name: "admin",
+                allowed: None,
+                max_total: config.admin_max_connections,
+                max_per_ip: usize::MAX,
+                exempt: Vec::new(),
+                hint: "admin.max_connections",
+            }),
+            dialer: Admission::new(Rules {
+                name: "dialer",
+                allowed: (!dialer.is_empty()).then(|| dialer.clone()),
+                max_total: usize::MAX,
+                max_per_ip: usize::MAX,
+                exempt: Vec::new(),
+                hint: "dialer.allowed_peers must list FreeSWITCH's address",
+            }),
+        }
+    }
+
+    fn all(&self) -> Vec<Arc<Admission>> {
+        vec![self.http.clone(), self.admin.clone(), self.dialer.clone()]
+    }
 }
 
 /// How long shutdown waits for tasks to finish before giving up on them.
@@ -213,11 +261,13 @@ impl Service {
             config.log.mask_phone_numbers,
         );
         let vars = Arc::new(config.dialer.clone());
+        let admissions = Admissions::new(&config);
         if let Some(listener) = dialer_listener {
             tasks.spawn(dialer::socket::serve(
                 listener,
                 reporter.clone(),
                 vars.clone(),
+                admissions.dialer.clone(),
                 shutdown.child_token(),
             ));
         }
@@ -246,25 +296,33 @@ impl Service {
             http_listener,
             tls,
             http::routes(ctx),
-            config.http.request_timeout,
+            http::server::Limits {
+                head_timeout: config.http.request_timeout,
+                request_deadline: None,
+                admission: admissions.http.clone(),
+            },
             shutdown.child_token(),
         ));
-        let admin_stop = shutdown.child_token();
-        let routes = admin::routes(AdminState {
+        let routes = admin::boxed(AdminState {
             esl: esl.clone(),
             storage: storage.clone(),
             http: http_stats,
             dialer: reporter.stats.clone(),
             outbox: outbox.clone(),
             sandbox: options.sandbox.clone().zip(dialer_addr),
+            connections: admissions.all(),
         });
-        tasks.spawn(async move {
-            warp::serve(routes)
-                .incoming(admin_listener)
-                .graceful(async move { admin_stop.cancelled().await })
-                .run()
-                .await;
-        });
+        tasks.spawn(http::server::serve(
+            admin_listener,
+            None,
+            routes,
+            http::server::Limits {
+                head_timeout: config.http.request_timeout,
+                request_deadline: Some(config.http.request_timeout),
+                admission: admissions.admin.clone(),
+            },
+            shutdown.child_token(),
+        ));
         tracing::info!(%http_addr, %admin_addr, dialer = ?dialer_addr, freeswitch = %fs.address, "service started");
         Ok(Service {
             http_addr,

@@ -4,6 +4,7 @@
 //! foundations; `admin` and `metrics` the operator's view; `app` wires them together.
 
 pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod cli;
 pub mod click2call;
@@ -13,6 +14,7 @@ pub mod doctor;
 pub mod domain;
 pub mod esl;
 pub mod http;
+pub mod log_limit;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;

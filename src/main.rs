@@ -127,6 +127,7 @@ fn main() -> ExitCode {
     }
     let sandbox = matches!(cmd, Cmd::Sandbox);
     logging::init(&config.log, sandbox);
+    raise_descriptor_limit();
     let options = if sandbox {
         match runtime.block_on(prepare_sandbox(&mut config)) {
             Ok(o) => o,
@@ -197,6 +198,20 @@ fn tempfile_in(dir: &std::path::Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".finaz-sandbox-probe-{}", std::process::id()));
     std::fs::write(&probe, b"")?;
     std::fs::remove_file(probe)
+}
+
+/// Every connection is a descriptor: systemd's default soft limit (1024) would let ~1,000 idle
+/// connections starve Finaz's next request. The soft limit goes up to the hard one.
+fn raise_descriptor_limit() {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) => tracing::info!(
+            before = before.unwrap_or(0),
+            now,
+            "open file limit (RLIMIT_NOFILE soft) raised to the hard limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+    }
 }
 
 async fn run(config: config::Config, options: app::Options) -> anyhow::Result<()> {

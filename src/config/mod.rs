@@ -66,6 +66,9 @@ pub struct HttpConfig {
     pub rate_limit_burst: u32,
     /// Time to receive a request's head and body.
     pub request_timeout: Duration,
+    /// Open connections at most, in all and per client address.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +113,8 @@ pub struct DialerConfig {
     pub ramal_variable: String,
     pub callid_variable: String,
     pub session_timeout: Duration,
+    /// Peers allowed on the outbound socket server (FreeSWITCH's addresses).
+    pub allowed_peers: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +144,8 @@ pub struct LogConfig {
 pub struct Config {
     pub http: HttpConfig,
     pub admin_listen: SocketAddr,
+    /// Open connections at most on the admin listener.
+    pub admin_max_connections: usize,
     pub freeswitch: FreeswitchConfig,
     pub recordings: RecordingsConfig,
     pub dialer: DialerConfig,

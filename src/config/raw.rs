@@ -72,12 +72,15 @@ pub struct RawHttp {
     pub rate_limit_per_minute: u32,
     pub rate_limit_burst: u32,
     pub request_timeout: String,
+    pub max_connections: u32,
+    pub max_connections_per_ip: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: String,
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,6 +121,8 @@ pub struct RawDialer {
     pub ramal_variable: String,
     pub callid_variable: String,
     pub session_timeout: String,
+    #[serde(deserialize_with = "lenient_list")]
+    pub allowed_peers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -301,6 +306,19 @@ impl RawConfig {
         };
         let allowed_ips = nets("http.allowed_ips", &self.http.allowed_ips);
         let trusted_proxies = nets("http.trusted_proxies", &self.http.trusted_proxies);
+        let dialer_peers = nets("dialer.allowed_peers", &self.dialer.allowed_peers);
+        for (key, n) in [
+            ("http.max_connections", self.http.max_connections),
+            (
+                "http.max_connections_per_ip",
+                self.http.max_connections_per_ip,
+            ),
+            ("admin.max_connections", self.admin.max_connections),
+        ] {
+            if n == 0 {
+                errs.push(format!("{key} must be at least 1"));
+            }
+        }
 
         for (key, path) in [
             ("http.click2call_path", &self.http.click2call_path),
@@ -447,7 +465,10 @@ impl RawConfig {
                 rate_limit_per_minute: self.http.rate_limit_per_minute,
                 rate_limit_burst: self.http.rate_limit_burst,
                 request_timeout: http_request_timeout,
+                max_connections: self.http.max_connections as usize,
+                max_connections_per_ip: self.http.max_connections_per_ip as usize,
             },
+            admin_max_connections: self.admin.max_connections as usize,
             admin_listen,
             freeswitch,
             recordings,
@@ -459,6 +480,7 @@ impl RawConfig {
                 ramal_variable: d.ramal_variable.clone(),
                 callid_variable: d.callid_variable.clone(),
                 session_timeout,
+                allowed_peers: dialer_peers,
             },
             finaz: FinazConfig {
                 answered_url: url.clone(),

@@ -262,6 +262,8 @@ pub struct DialerStats {
     pub sessions_active: AtomicU64,
     /// Sessions closed without having seen the channel's park (it may stay parked).
     pub unparked_closes: AtomicU64,
+    /// Sessions whose connect reply was over the size limit or announced a body.
+    pub sessions_oversized: AtomicU64,
 }
 
 impl DialerStats {
@@ -319,6 +321,13 @@ impl DialerStats {
             "counter",
             "Outbound socket sessions that ended before the channel data (timeout, garbage, early close).",
             get(&self.sessions_failed),
+        );
+        m(
+            out,
+            "finaz_dialer_sessions_oversized_total",
+            "counter",
+            "Outbound sessions whose connect reply was over 64 KiB or announced a body: not read, released after the park.",
+            get(&self.sessions_oversized),
         );
         m(
             out,

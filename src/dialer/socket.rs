@@ -19,8 +19,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{Answered, DialerStats, Reporter, Source};
+use crate::admission::Admission;
 use crate::config::DialerConfig;
-use crate::esl::outbound::{Handoff, OutboundSession};
+use crate::esl::outbound::{Handoff, OutboundError, OutboundSession};
 
 /// Sessions served at once; more wait in the listen backlog (FreeSWITCH waits with them).
 const MAX_SESSIONS: usize = 4096;
@@ -34,6 +35,7 @@ pub async fn serve(
     listener: TcpListener,
     reporter: Reporter,
     vars: Arc<DialerConfig>,
+    admission: Arc<Admission>,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_SESSIONS));
@@ -55,12 +57,18 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
+        // Only FreeSWITCH may hand us calls: anyone else is closed before a byte is read.
+        let Ok(ticket) = admission.admit(peer.ip()) else {
+            drop(sock);
+            continue;
+        };
         tracing::trace!(%peer, "dialer session accepted");
         while sessions.try_join_next().is_some() {}
         let reporter = reporter.clone();
         let vars = vars.clone();
         sessions.spawn(async move {
             let _permit = permit;
+            let _ticket = ticket;
             reporter
                 .stats
                 .sessions_active
@@ -83,6 +91,17 @@ async fn session(sock: TcpStream, reporter: &Reporter, vars: &DialerConfig) {
     let mut session = OutboundSession::new(sock);
     let data = match session.connect(vars.session_timeout).await {
         Ok(d) => d,
+        Err(OutboundError::Oversized(why)) => {
+            // Not a channel we can read, but the stream is in step: release it after the
+            // park like any other, so whatever call it is goes on.
+            DialerStats::inc(&reporter.stats.sessions_oversized);
+            tracing::warn!(reason = %why, "dialer session refused: connect reply too large");
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if session.wait_parked(PARK_WAIT.min(left)).await == Handoff::TimedOut {
+                DialerStats::inc(&reporter.stats.unparked_closes);
+            }
+            return;
+        }
         Err(e) => {
             DialerStats::inc(&reporter.stats.sessions_failed);
             tracing::warn!(error = %e, "dialer session ended before the channel data");

@@ -16,8 +16,8 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::Framed;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio_util::codec::{Framed, FramedParts};
 
 use super::codec::EslCodec;
 use super::command::Command;
@@ -41,6 +41,10 @@ pub enum OutboundError {
     /// The first frame was not the channel data.
     #[error("unexpected first frame: {0:?}")]
     Unexpected(ContentType),
+    /// The connect reply was too large or announced a body: not a channel. The session is
+    /// still in step and can wait for the park.
+    #[error("{0}")]
+    Oversized(String),
 }
 
 /// The channel a dialplan `socket` app handed us.
@@ -94,39 +98,62 @@ pub enum Handoff {
     TimedOut,
 }
 
+/// The largest connect reply accepted: FreeSWITCH's is a few KiB (9 KiB with a SIP leg);
+/// a peer sending more is not handing us a channel, and must not make us reserve memory.
+pub const MAX_CONNECT_REPLY: usize = 64 * 1024;
+
 /// An accepted outbound connection, before and after `connect`.
 pub struct OutboundSession<S> {
-    framed: Framed<S, EslCodec>,
+    /// Always `Some`; taken only while the framing is rebuilt after an oversized reply.
+    framed: Option<Framed<S, EslCodec>>,
     /// The controlled channel, from the connect reply.
     uuid: Option<String>,
     /// Whether the socket app parks the channel (async mode).
     parks: bool,
 }
 
+/// What to drop from the stream to find the next frame after an oversized connect reply.
+enum Skip {
+    /// The rest of a header block, up to its blank line.
+    ToBlankLine,
+    /// An announced body of this many bytes.
+    Bytes(u64),
+}
+
+fn codec() -> EslCodec {
+    EslCodec::new(MAX_CONNECT_REPLY, MAX_CONNECT_REPLY)
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> OutboundSession<S> {
     pub fn new(stream: S) -> Self {
         OutboundSession {
-            framed: Framed::new(stream, EslCodec::default()),
+            framed: Some(Framed::new(stream, codec())),
             uuid: None,
             parks: false,
         }
     }
 
+    fn framed(&mut self) -> &mut Framed<S, EslCodec> {
+        self.framed.as_mut().expect("framing present")
+    }
+
     /// Sends `myevents` then `connect` in one write and reads the channel data, all within
     /// `timeout`. FreeSWITCH sends no reply to the first command of an outbound session, so
     /// the first frame is the connect reply; a `+OK Events Enabled` before it (a switch that
-    /// does answer) is skipped, never taken for the channel.
+    /// does answer) is skipped, never taken for the channel. A reply over
+    /// [`MAX_CONNECT_REPLY`] or one announcing a body is [`OutboundError::Oversized`]: it is
+    /// skipped without being held in memory, so the session can still wait for the park.
     pub async fn connect(&mut self, timeout: Duration) -> Result<ChannelData, OutboundError> {
         let exchange = async {
             let myevents = Command::myevents(None, None).expect("no arguments to check");
-            self.framed.feed(myevents).await?;
-            self.framed.send(Command::connect()).await?;
+            self.framed().feed(myevents).await?;
+            self.framed().send(Command::connect()).await?;
             loop {
-                match self.framed.next().await {
+                match self.framed().next().await {
                     Some(Ok(Frame {
                         content_type: ContentType::CommandReply,
                         headers,
-                        ..
+                        body,
                     })) => {
                         let data = ChannelData { headers };
                         if data.unique_id().is_none()
@@ -136,13 +163,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> OutboundSession<S> {
                         {
                             continue;
                         }
-                        self.uuid = data.unique_id();
+                        // Parked or not, a release after the park is what the call needs.
                         self.parks = data
                             .header("Socket-Mode")
                             .is_none_or(|m| m.eq_ignore_ascii_case("async"));
+                        self.uuid = data.unique_id();
+                        if body.is_some() {
+                            return Err(OutboundError::Oversized(
+                                "the connect reply announced a body".into(),
+                            ));
+                        }
                         return Ok(data);
                     }
                     Some(Ok(f)) => return Err(OutboundError::Unexpected(f.content_type)),
+                    Some(Err(CodecError::HeaderTooLarge { limit })) => {
+                        self.resync(Skip::ToBlankLine).await?;
+                        return Err(OutboundError::Oversized(format!(
+                            "connect reply over {limit} bytes"
+                        )));
+                    }
+                    Some(Err(CodecError::BodyTooLarge { announced, .. })) => {
+                        self.resync(Skip::Bytes(announced)).await?;
+                        return Err(OutboundError::Oversized(format!(
+                            "the connect reply announced a body of {announced} bytes"
+                        )));
+                    }
                     Some(Err(e)) => return Err(e.into()),
                     None => return Err(OutboundError::ClosedEarly),
                 }
@@ -151,6 +196,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> OutboundSession<S> {
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| OutboundError::Timeout(timeout))?
+    }
+
+    /// Drops what is left of an oversized reply straight from the socket (nothing is kept
+    /// but the bytes after it) and starts the framing afresh. Only async sessions park.
+    async fn resync(&mut self, skip: Skip) -> Result<(), OutboundError> {
+        let parts = self.framed.take().expect("framing present").into_parts();
+        let (mut io, mut buf) = (parts.io, parts.read_buf);
+        match skip {
+            Skip::ToBlankLine => loop {
+                if let Some(p) = memchr::memmem::find(&buf, b"\n\n") {
+                    let _ = buf.split_to(p + 2);
+                    break;
+                }
+                // Keep the last byte: it may be the first half of the blank line.
+                let keep = buf.len().min(1);
+                let _ = buf.split_to(buf.len() - keep);
+                if io.read_buf(&mut buf).await.map_err(CodecError::from)? == 0 {
+                    return Err(OutboundError::ClosedEarly);
+                }
+            },
+            Skip::Bytes(mut left) => loop {
+                let n = (buf.len() as u64).min(left);
+                let _ = buf.split_to(n as usize);
+                left -= n;
+                if left == 0 {
+                    break;
+                }
+                if io.read_buf(&mut buf).await.map_err(CodecError::from)? == 0 {
+                    return Err(OutboundError::ClosedEarly);
+                }
+            },
+        }
+        let mut parts = FramedParts::new::<Command>(io, codec());
+        parts.read_buf = buf;
+        self.framed = Some(Framed::from_parts(parts));
+        self.parks = true;
+        Ok(())
     }
 
     /// After [`connect`](Self::connect): reads this channel's events until the `socket` app has
@@ -163,7 +245,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> OutboundSession<S> {
         let uuid = self.uuid.clone();
         let wait = async {
             loop {
-                let frame = match self.framed.next().await {
+                let frame = match self.framed().next().await {
                     Some(Ok(f)) => f,
                     Some(Err(_)) | None => return Handoff::Closed,
                 };
@@ -173,7 +255,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> OutboundSession<S> {
                 let Ok(event) = Event::from_frame(&frame) else {
                     continue;
                 };
-                if event.unique_id().as_deref() != uuid.as_deref() {
+                // myevents delivers only this channel's events; an unknown id (the reply was
+                // unreadable) takes the first park.
+                if uuid.is_some() && event.unique_id().as_deref() != uuid.as_deref() {
                     continue;
                 }
                 match event.name().as_deref() {
@@ -192,6 +276,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> OutboundSession<S> {
 
     /// Gives the underlying stream back (to close it, or keep talking).
     pub fn into_inner(self) -> S {
-        self.framed.into_inner()
+        self.framed.expect("framing present").into_inner()
     }
 }

@@ -24,9 +24,10 @@ use warp::http::{HeaderMap, Method, StatusCode, header};
 use warp::reply::Response;
 
 use crate::click2call::Click2Call;
+use crate::log_limit::LogLimit;
 use crate::logging::mask_phone;
 use crate::recordings::Recordings;
-use edge::{Edge, Refusal};
+use edge::{Edge, Forwarding, Refusal};
 use reply::{ApiError, Format};
 use server::PeerAddr;
 use stats::HttpStats;
@@ -50,6 +51,10 @@ pub struct Ctx {
     pub request_timeout: std::time::Duration,
     /// Sandbox mode: every answer says so.
     pub sandbox: bool,
+    /// Refusals an outsider can repeat are logged once a minute per kind and message.
+    refusal_log: LogLimit<(&'static str, String)>,
+    /// The untrusted-proxy warning, once a minute.
+    proxy_warning: LogLimit<()>,
 }
 
 impl Ctx {
@@ -77,6 +82,8 @@ impl Ctx {
             rate_limit: limit::RateLimit::new(http.rate_limit_per_minute, http.rate_limit_burst),
             request_timeout: http.request_timeout,
             sandbox,
+            refusal_log: LogLimit::per_minute(),
+            proxy_warning: LogLimit::per_minute(),
         }
     }
 
@@ -86,7 +93,13 @@ impl Ctx {
         if e.status.is_server_error() {
             tracing::warn!(endpoint, status = e.status.as_u16(), code = e.code, message = %e.message, "request failed");
         } else {
-            tracing::info!(endpoint, status = e.status.as_u16(), code = e.code, message = %self.mask(&e.message), "request refused");
+            let message = self.mask(&e.message);
+            if let Some(held_back) = self
+                .refusal_log
+                .check((e.code, message.clone()), std::time::Instant::now())
+            {
+                tracing::info!(endpoint, status = e.status.as_u16(), code = e.code, %message, refused_since_last_line = held_back, "request refused");
+            }
         }
         reply::error(e, format)
     }
@@ -123,6 +136,18 @@ pub fn refusal(r: Refusal) -> ApiError {
             StatusCode::FORBIDDEN,
             "ip_not_allowed",
             format!("{ip} is not in http.allowed_ips"),
+        ),
+        Refusal::ForwardedForInvalid(why) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forwarded_for_invalid",
+            format!("{why}: the client's address cannot be known"),
+        ),
+        Refusal::UntrustedProxy(ip) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "untrusted_proxy",
+            format!(
+                "{ip} forwards requests but is not in http.trusted_proxies; its forwarding headers are not believed"
+            ),
         ),
         Refusal::MissingChave => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -203,11 +228,11 @@ where
         ENDPOINT_OTHER
     };
     // The allow-list comes first: nobody else learns anything, not even which paths exist.
-    let forwarded: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let fwd = Forwarding {
+        x_forwarded_for: raw_values(&headers, "x-forwarded-for"),
+        forwarded: raw_values(&headers, "forwarded"),
+        x_real_ip: headers.contains_key("x-real-ip"),
+    };
     let Some(peer) = peer else {
         let e = ApiError::new(
             StatusCode::FORBIDDEN,
@@ -216,7 +241,21 @@ where
         );
         return ctx.refuse(endpoint, &e, format);
     };
-    let client = ctx.edge.client_ip(peer.ip(), &forwarded);
+    let client = match ctx.edge.client(peer.ip(), &fwd) {
+        Ok(c) => c,
+        Err(r) => {
+            if let Refusal::UntrustedProxy(ip) = &r
+                && let Some(held_back) = ctx.proxy_warning.check((), std::time::Instant::now())
+            {
+                tracing::warn!(
+                    peer = %ip,
+                    refused_since_last_line = held_back,
+                    "a proxy on this host forwards requests but is not in http.trusted_proxies: add its address there (requests refused with 403 untrusted_proxy)"
+                );
+            }
+            return ctx.refuse(endpoint, &refusal(r), format);
+        }
+    };
     if let Err(r) = ctx.edge.check_ip(client) {
         return ctx.refuse(endpoint, &refusal(r), format);
     }
@@ -269,6 +308,11 @@ where
         }
     };
     click2call::handle(ctx, &headers, &query, &body).await
+}
+
+/// Every value of header `name`, as bytes (not all proxies pass text).
+fn raw_values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a [u8]> {
+    headers.get_all(name).iter().map(|v| v.as_bytes()).collect()
 }
 
 /// Reads the body, refusing it as soon as it passes `limit` (announced or streamed).

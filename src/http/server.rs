@@ -1,6 +1,7 @@
-//! Serves the Finaz-facing routes over plain TCP or TLS (rustls): one task per connection,
-//! the peer address attached to every request, the TLS handshake and the request head
-//! bounded in time, and a graceful stop that lets requests in flight finish.
+//! Serves a listener's routes over plain TCP or TLS (rustls): connections admitted at accept
+//! (allow-list and caps, before a byte is read), one task per connection, the peer address
+//! attached to every request, the TLS handshake and the request head bounded in time (and
+//! the whole request, where asked), and a graceful stop that lets requests in flight finish.
 //!
 //! warp 0.4 cannot terminate TLS nor be given another acceptor, so its filter runs as a
 //! service under hyper here.
@@ -22,6 +23,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
+
+use crate::admission::Admission;
 
 /// The TCP peer of a request (the allow-list reads it).
 #[derive(Debug, Clone, Copy)]
@@ -49,15 +52,27 @@ pub fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// What bounds a listener's connections.
+#[derive(Clone)]
+pub struct Limits {
+    /// Time to receive a request head (and a TLS handshake).
+    pub head_timeout: Duration,
+    /// Time for a whole request, body and handler included (`None`: unbounded, for
+    /// listeners that stream downloads and bound their bodies themselves).
+    pub request_deadline: Option<Duration>,
+    pub admission: Arc<Admission>,
+}
+
 /// Accepts until `shutdown`, then waits for open connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     routes: BoxedFilter<(Response,)>,
-    head_timeout: Duration,
+    limits: Limits,
     shutdown: CancellationToken,
 ) {
     let service = warp::service(routes);
+    let head_timeout = limits.head_timeout;
     let mut conns = JoinSet::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -72,16 +87,23 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         while conns.try_join_next().is_some() {}
+        // Refused: closed now, before a byte is read (counted and logged by the admission).
+        let Ok(ticket) = limits.admission.admit(peer.ip()) else {
+            drop(tcp);
+            continue;
+        };
         let (service, tls, stop) = (service.clone(), tls.clone(), shutdown.clone());
+        let deadline = limits.request_deadline;
         conns.spawn(async move {
+            let _ticket = ticket;
             let _ = tcp.set_nodelay(true);
+            let limits = (head_timeout, deadline);
             match tls {
-                None => connection(TokioIo::new(tcp), peer, service, head_timeout, stop).await,
+                None => connection(TokioIo::new(tcp), peer, service, limits, stop).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(head_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            connection(TokioIo::new(stream), peer, service, head_timeout, stop)
-                                .await
+                            connection(TokioIo::new(stream), peer, service, limits, stop).await
                         }
                         Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
@@ -98,7 +120,7 @@ async fn connection<I, S>(
     io: TokioIo<I>,
     peer: SocketAddr,
     service: S,
-    head_timeout: Duration,
+    (head_timeout, deadline): (Duration, Option<Duration>),
     stop: CancellationToken,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -114,7 +136,20 @@ async fn connection<I, S>(
     let handler = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(PeerAddr(peer));
         let mut s = service.clone();
-        tower_service::Service::call(&mut s, req)
+        let call = tower_service::Service::call(&mut s, req);
+        async move {
+            let Some(d) = deadline else {
+                return call.await;
+            };
+            match tokio::time::timeout(d, call).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let mut r = Response::new("request timed out\n".into());
+                    *r.status_mut() = warp::http::StatusCode::REQUEST_TIMEOUT;
+                    Ok(r)
+                }
+            }
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -490,6 +490,41 @@ async fn a_park_that_never_comes_is_waited_for_a_bounded_time() {
     h.stop().await;
 }
 
+/// A connect reply over 64 KiB, or one announcing a body, is not a channel: it is skipped
+/// without being held in memory, counted, sends nothing, and the session is still released
+/// after the park so whatever call it was goes on.
+#[tokio::test]
+async fn an_oversized_connect_reply_is_refused_and_still_released_after_the_park() {
+    let finaz = FakeFinaz::start().await;
+    let h = harness(&finaz, "", "").await;
+    let big = "x".repeat(100_000);
+    let huge = connect_reply_with(
+        "d1a1e700-0000-4000-8000-000000000071",
+        &[("finaz_crm_id", "7"), ("padding", &big)],
+        &[],
+    );
+    let mut with_body = connect_reply_with(
+        "d1a1e700-0000-4000-8000-000000000072",
+        &[("finaz_crm_id", "7")],
+        &[("Content-Length", "200000")],
+    );
+    with_body.extend(std::iter::repeat_n(b'y', 200_000));
+    for (what, reply) in [("100 KB of headers", huge), ("a 200 KB body", with_body)] {
+        let s = drive(h.dialer(), reply, HOLD).await;
+        assert!(s.closed_by_adapter, "{what}");
+        assert_eq!(s.handoff, Handoff::Returned, "{what}: leg left parked");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(finaz.hits().is_empty());
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("finaz_dialer_sessions_oversized_total 2\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("finaz_dialer_unparked_closes_total 0\n"));
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn events_alone_report_a_bridge_and_a_callcenter_answer() {
     let finaz = FakeFinaz::start().await;

@@ -7,6 +7,7 @@ mod client;
 mod codec_props;
 mod conformance;
 mod dialer;
+mod edge;
 mod openapi;
 mod operator;
 mod outbound;

@@ -39,6 +39,30 @@ impl Running {
         Running { child }
     }
 
+    /// Like [`Running::spawn`], under a descriptor limit of `limit` (soft and hard), as a
+    /// service manager with a low `LimitNOFILE` would start it.
+    pub fn spawn_with_nofile(
+        limit: u64,
+        args: &[&str],
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> Running {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+            .arg(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Running { child }
+    }
+
     /// Waits until `url` answers at all (any status).
     pub async fn wait_answering(&self, url: &str) -> reqwest::Response {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -125,8 +125,14 @@ fn config_text(fs: &StandIn, dir: &tempfile::TempDir, extra: &Extra) -> String {
     } else {
         format!("rate_limit_per_minute = 0\n{}", extra.http)
     };
+    // A test may choose the listen address itself (e.g. `[::]:0`).
+    let http = if http.contains("listen =") {
+        http
+    } else {
+        format!("listen = \"127.0.0.1:0\"\n{http}")
+    };
     format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n{}\n\
+        "[http]\n{}\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\
          [freeswitch]\naddress = \"{}\"\nreconnect_max_backoff = \"200ms\"\n{}\n\
          [recordings]\ndir = \"{}\"\n{}\n\
