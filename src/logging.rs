@@ -56,34 +56,4 @@ impl std::io::Write for Stderr {
     }
 }
 
-/// `41988445566` -> `4198****566`: enough to recognise a call, not to dial it.
-pub fn mask_phone(number: &str, enabled: bool) -> String {
-    if !enabled || number.len() < 8 {
-        return if enabled {
-            "*".repeat(number.len())
-        } else {
-            number.to_string()
-        };
-    }
-    let keep_head = 4;
-    let keep_tail = 3;
-    let stars = number.len() - keep_head - keep_tail;
-    format!(
-        "{}{}{}",
-        &number[..keep_head],
-        "*".repeat(stars),
-        &number[number.len() - keep_tail..]
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn masks_the_middle_digits() {
-        assert_eq!(mask_phone("41988445566", true), "4198****566");
-        assert_eq!(mask_phone("41988445566", false), "41988445566");
-        assert_eq!(mask_phone("123", true), "***");
-    }
-}
+pub use crate::domain::values::mask_phone;

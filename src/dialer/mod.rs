@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::config::DialerConfig;
-use crate::domain::values::CallId;
+use crate::domain::values::{CallId, Telefone};
 use crate::esl::Event;
 use crate::esl::outbound::ChannelData;
 use crate::logging::mask_phone;
@@ -242,7 +242,12 @@ impl Answered {
         Ok(Answered {
             call_id: clean("cid", Some(call_id))?.ok_or(NotReported::NoCallId)?,
             crm_id,
-            telefone: clean("num", telefone)?,
+            // Written like a click2call number when it is one (`+55 41 98844-5566` is
+            // `5541988445566`); anything else is passed on as it is (percent-encoded in the URL).
+            telefone: clean("num", telefone)?.map(|t| match Telefone::parse(&t) {
+                Ok(n) => n.as_str().to_string(),
+                Err(_) => t,
+            }),
             ramal: clean("ramal", ramal)?,
             legs,
             source,

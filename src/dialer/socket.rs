@@ -69,20 +69,30 @@ pub async fn serve(
         sessions.spawn(async move {
             let _permit = permit;
             let _ticket = ticket;
-            reporter
-                .stats
-                .sessions_active
-                .fetch_add(1, Ordering::Relaxed);
+            // Counted down on every way out, a panic included.
+            let _active = Active::enter(reporter.stats.clone());
             session(sock, &reporter, &vars).await;
-            reporter
-                .stats
-                .sessions_active
-                .fetch_sub(1, Ordering::Relaxed);
             tracing::trace!(%peer, "dialer session closed");
         });
     }
     drop(listener);
     while sessions.join_next().await.is_some() {}
+}
+
+/// One open session in `finaz_dialer_sessions_active`, for as long as it lives.
+struct Active(Arc<super::DialerStats>);
+
+impl Active {
+    fn enter(stats: Arc<super::DialerStats>) -> Self {
+        stats.sessions_active.fetch_add(1, Ordering::Relaxed);
+        Active(stats)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.sessions_active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn session(sock: TcpStream, reporter: &Reporter, vars: &DialerConfig) {

@@ -114,13 +114,45 @@ impl fmt::Debug for Ramal {
 impl fmt::Debug for Telefone {
     /// Masked: phone numbers stay out of logs by default (LGPD).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Telefone({})", crate::logging::mask_phone(&self.0, true))
+        write!(f, "Telefone({})", mask_phone(&self.0, true))
     }
+}
+
+/// A phone number (or any value that may be one) as logs show it: the first 4 and last 3
+/// characters, stars between; all stars below 8 characters. Counts characters, not bytes,
+/// so any text is safe: `+55\u{a0}41988445566` or `419–88445566` mask like digits do.
+pub fn mask_phone(number: &str, enabled: bool) -> String {
+    if !enabled {
+        return number.to_string();
+    }
+    let chars: Vec<char> = number.chars().collect();
+    if chars.len() < 8 {
+        return "*".repeat(chars.len());
+    }
+    let (head, tail) = (4, 3);
+    let mut out: String = chars[..head].iter().collect();
+    out.push_str(&"*".repeat(chars.len() - head - tail));
+    out.extend(&chars[chars.len() - tail..]);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masking_counts_characters_so_no_text_can_panic() {
+        assert_eq!(mask_phone("41988445566", true), "4198****566");
+        assert_eq!(mask_phone("41988445566", false), "41988445566");
+        assert_eq!(mask_phone("123", true), "***");
+        assert_eq!(
+            mask_phone("+55\u{a0}41988445566", true),
+            "+55\u{a0}*******566"
+        );
+        assert_eq!(mask_phone("419–88445566", true), "419–*****566");
+        assert_eq!(mask_phone("ção😀ção😀", true), "********");
+        assert_eq!(mask_phone("ção😀ção😀ção", true), "ção😀****ção");
+    }
 
     #[test]
     fn telefone_accepts_common_writings_and_normalises_them() {

@@ -78,7 +78,7 @@ async fn a_socket_hand_off_sends_every_value_exactly_encoded_and_lets_the_call_g
     assert_eq!(
         hits[0].target,
         format!(
-            "/telephony-proxy/atendimentodiscador?pid=CRM%207001%2B%C3%A7%C3%A3o&num=%2B55%2041%2098844-5566&cid={call}&ramal=1001&empresald=77%20A"
+            "/telephony-proxy/atendimentodiscador?pid=CRM%207001%2B%C3%A7%C3%A3o&num=5541988445566&cid={call}&ramal=1001&empresald=77%20A"
         )
     );
     wait_outbox(&h.service().storage, call, OutboxState::Delivered).await;
@@ -688,4 +688,84 @@ async fn a_webhook_survives_sigkill_while_finaz_is_down_and_is_sent_exactly_once
         .unwrap();
     let e = storage.outbox_for_call(call).await.unwrap().unwrap();
     assert_eq!(e.state, OutboxState::Delivered);
+}
+
+/// FreeSWITCH's plain-event encoding of arbitrary bytes: anything outside printable ASCII,
+/// and its delimiters, as %XX.
+fn fs_encode_bytes(v: &[u8]) -> String {
+    v.iter()
+        .map(|&b| {
+            if (0x21..0x7f).contains(&b) && !b"%+:;<=>?@[\\]^`{|}\"#&".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// No byte a dialer can put in a tag panics the session: arbitrary bytes and text as
+/// `finaz_telefone`, `finaz_crm_id` and `finaz_ramal` go through the real outbound session,
+/// the report and the webhook URL; every session is released after the park, and the
+/// sessions gauge comes back to zero.
+#[test]
+fn arbitrary_tag_bytes_never_panic_a_session() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let finaz = rt.block_on(FakeFinaz::start());
+    let h = rt.block_on(harness(&finaz, "", ""));
+    let value = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..40),
+        any::<String>().prop_map(String::into_bytes),
+        Just("+55\u{a0}41988445566".as_bytes().to_vec()),
+        Just("419–88445566".as_bytes().to_vec()),
+    ];
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 48,
+        ..Default::default()
+    });
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    runner
+        .run(
+            &(value.clone(), value.clone(), value),
+            |(tel, crm, ramal)| {
+                let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let call = format!("d1a1e700-0000-4000-8000-{:012}", 900 + i);
+                let plain = connect_reply(&call, &[]);
+                let text = String::from_utf8(plain).unwrap();
+                let mut reply = String::new();
+                for line in text.lines() {
+                    let name = line.split(':').next().unwrap();
+                    if [
+                        "variable_finaz_crm_id",
+                        "variable_finaz_telefone",
+                        "variable_finaz_ramal",
+                    ]
+                    .contains(&name)
+                    {
+                        continue;
+                    }
+                    if name == "Content-Type" {
+                        for (n, v) in [("crm_id", &crm), ("telefone", &tel), ("ramal", &ramal)] {
+                            reply
+                                .push_str(&format!("variable_finaz_{n}: {}\n", fs_encode_bytes(v)));
+                        }
+                    }
+                    reply.push_str(line);
+                    reply.push('\n');
+                }
+                reply.push('\n');
+                let s = rt.block_on(drive(h.dialer(), reply.into_bytes(), HOLD));
+                prop_assert!(s.closed_by_adapter);
+                prop_assert_eq!(s.handoff, Handoff::Returned);
+                Ok(())
+            },
+        )
+        .unwrap();
+    let metrics = rt.block_on(h.metrics());
+    assert!(
+        metrics.contains("finaz_dialer_sessions_active 0\n"),
+        "{metrics}"
+    );
+    rt.block_on(h.stop());
 }
