@@ -83,6 +83,7 @@ fn esl_config(fs: &config::FreeswitchConfig) -> ClientConfig {
     c.connect_timeout = fs.connect_timeout;
     c.request_timeout = fs.request_timeout;
     c.backoff_max = fs.reconnect_max_backoff;
+    c.liveness_timeout = fs.liveness_timeout;
     c
 }
 

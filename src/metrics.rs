@@ -76,6 +76,13 @@ pub fn render_esl(out: &mut String, s: &ClientStats, connected: bool) {
     );
     scalar(
         out,
+        "finaz_esl_liveness_failures_total",
+        "counter",
+        "Connections dropped because FreeSWITCH sent nothing within freeswitch.liveness_timeout (hung switch, vanished host).",
+        get(&s.liveness_failures),
+    );
+    scalar(
+        out,
         "finaz_esl_commands_sent_total",
         "counter",
         "Commands written to FreeSWITCH.",

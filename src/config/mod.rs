@@ -84,6 +84,8 @@ pub struct FreeswitchConfig {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub reconnect_max_backoff: Duration,
+    /// No frame for this long: the connection is lost.
+    pub liveness_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

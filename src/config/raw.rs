@@ -100,6 +100,7 @@ pub struct RawFreeswitch {
     pub connect_timeout: String,
     pub request_timeout: String,
     pub reconnect_max_backoff: String,
+    pub liveness_timeout: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,6 +288,7 @@ impl RawConfig {
         );
         let connect_timeout = dur("freeswitch.connect_timeout", &fs.connect_timeout);
         let request_timeout = dur("freeswitch.request_timeout", &fs.request_timeout);
+        let liveness_timeout = dur("freeswitch.liveness_timeout", &fs.liveness_timeout);
         let reconnect_max_backoff = dur(
             "freeswitch.reconnect_max_backoff",
             &fs.reconnect_max_backoff,
@@ -307,6 +309,12 @@ impl RawConfig {
         let allowed_ips = nets("http.allowed_ips", &self.http.allowed_ips);
         let trusted_proxies = nets("http.trusted_proxies", &self.http.trusted_proxies);
         let dialer_peers = nets("dialer.allowed_peers", &self.dialer.allowed_peers);
+        if liveness_timeout < Duration::from_secs(1) {
+            errs.push(format!(
+                "freeswitch.liveness_timeout = {:?} must be at least 1s",
+                fs.liveness_timeout
+            ));
+        }
         for (key, n) in [
             ("http.max_connections", self.http.max_connections),
             (
@@ -415,6 +423,7 @@ impl RawConfig {
             connect_timeout,
             request_timeout,
             reconnect_max_backoff,
+            liveness_timeout,
         };
         template(
             &mut errs,

@@ -46,6 +46,8 @@ pub struct ClientConfig {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub max_body: usize,
+    /// No frame for this long ends the connection (an idle one is probed before that).
+    pub liveness_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -59,6 +61,7 @@ impl ClientConfig {
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
             max_body: super::codec::DEFAULT_MAX_BODY,
+            liveness_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -263,7 +266,9 @@ const STABLE: Duration = Duration::from_secs(30);
 /// Why an attempt failed, which decides how soon to try again.
 struct Failed {
     reason: String,
-    /// The TCP connection was accepted (then refused, dropped or stalled): back off.
+    /// The TCP connection was accepted and then refused or dropped: back off. A port that
+    /// refuses, or a switch that accepts and says nothing until the handshake times out
+    /// (hung, or restarting), is tried again soon: each such attempt already waited.
     accepted: bool,
 }
 
@@ -331,7 +336,15 @@ async fn supervise(
                 tracing::info!(address = %config.address, "event socket connected");
                 shared.state.send_replace(ConnectionState::Connected);
                 let up_since = Instant::now();
-                let ended = run_connection(read, write, &mut rx, &shared, &shutdown).await;
+                let ended = run_connection(
+                    read,
+                    write,
+                    &mut rx,
+                    &shared,
+                    config.liveness_timeout,
+                    &shutdown,
+                )
+                .await;
                 fail_jobs(&shared);
                 match ended {
                     Ended::Stop => break,
@@ -399,6 +412,12 @@ async fn connect(config: &ClientConfig) -> Result<(Reader, Writer), Failed> {
         .map_err(|e| refused(format!("connect: {e}")))?;
     let handshake = async {
         let _ = stream.set_nodelay(true);
+        // The kernel notices a vanished peer too (the liveness probe is what notices a hung
+        // one): first probe after 10 s idle, then every 5 s.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(10))
+            .with_interval(Duration::from_secs(5));
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let (r, w) = stream.into_split();
         let mut read = FramedRead::new(
             r,
@@ -435,7 +454,7 @@ async fn connect(config: &ClientConfig) -> Result<(Reader, Writer), Failed> {
     };
     tokio::time::timeout(config.connect_timeout, handshake)
         .await
-        .map_err(|_| accepted(format!("no handshake within {:?}", config.connect_timeout)))?
+        .map_err(|_| refused(format!("no handshake within {:?}", config.connect_timeout)))?
         .map_err(accepted)
 }
 
@@ -452,13 +471,17 @@ async fn run_connection(
     mut write: Writer,
     rx: &mut mpsc::Receiver<Request>,
     shared: &Shared,
+    liveness: Duration,
     shutdown: &CancellationToken,
 ) -> Ended {
     let pending: Mutex<VecDeque<Pending>> = Mutex::new(VecDeque::new());
+    // When the last frame arrived: the writer probes an idle connection and ends a silent one.
+    let last_frame = Mutex::new(Instant::now());
     let reader = async {
         loop {
             match read.next().await {
                 Some(Ok(frame)) => {
+                    *last_frame.lock().expect("lock") = Instant::now();
                     if let Some(reason) = on_frame(frame, &pending, shared) {
                         return Ended::Lost(reason);
                     }
@@ -469,7 +492,32 @@ async fn run_connection(
         }
     };
     let writer = async {
-        while let Some(first) = rx.recv().await {
+        let mut tick = tokio::time::interval(liveness / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                r = rx.recv() => match r {
+                    Some(r) => r,
+                    None => return Ended::Stop,
+                },
+                _ = tick.tick() => {
+                    let idle = last_frame.lock().expect("lock").elapsed();
+                    if idle >= liveness / 3 {
+                        // An idle connection is asked something cheap; the reply (or any
+                        // event) proves it alive. Nobody waits for it: a tombstone slot.
+                        let (reply, _) = oneshot::channel();
+                        pending.lock().expect("lock").push_back(Pending {
+                            reply,
+                            written_at: Instant::now(),
+                        });
+                        let probe = Command::api("status").expect("a valid command");
+                        if let Err(e) = write.send(probe).await {
+                            return Ended::Lost(format!("write: {e}"));
+                        }
+                    }
+                    continue;
+                }
+            };
             let mut next = Some(first);
             while let Some(req) = next.take() {
                 if let Some((uuid, waiter)) = req.job
@@ -492,11 +540,25 @@ async fn run_connection(
                 return Ended::Lost(format!("write: {e}"));
             }
         }
-        Ended::Stop
+    };
+    // Apart from the writer, which a switch that stopped reading can block on a full socket.
+    let watchdog = async {
+        loop {
+            tokio::time::sleep(liveness / 6).await;
+            let idle = last_frame.lock().expect("lock").elapsed();
+            if idle >= liveness {
+                ClientStats::inc(&shared.stats.liveness_failures);
+                return Ended::Lost(format!(
+                    "no frame from freeswitch for {} s (freeswitch.liveness_timeout)",
+                    idle.as_secs()
+                ));
+            }
+        }
     };
     let ended = tokio::select! {
         e = reader => e,
         e = writer => e,
+        e = watchdog => e,
         _ = shutdown.cancelled() => Ended::Stop,
     };
     for p in pending.lock().expect("lock").drain(..) {

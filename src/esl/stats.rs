@@ -63,6 +63,8 @@ pub struct ClientStats {
     pub commands_sent: AtomicU64,
     /// Commands that got no reply in time.
     pub command_timeouts: AtomicU64,
+    /// Connections dropped because nothing came from FreeSWITCH within the liveness timeout.
+    pub liveness_failures: AtomicU64,
     /// Time from writing a command to reading its reply.
     pub command_latency: Histogram,
 }

@@ -317,3 +317,74 @@ async fn binary_click2call_logs_mask_numbers_and_never_the_chave() {
         assert!(!logs.contains(secret), "{secret} in logs:\n{logs}");
     }
 }
+
+/// Polls `url` until `pred(status)` holds; the time it took.
+async fn until_status(url: &str, within: Duration, pred: impl Fn(u16) -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        if pred(get(url).await.0) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{url} did not change within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A hung FreeSWITCH (socket open, nothing answered) is noticed by the liveness probe: not
+/// ready, click2call 503 at once instead of waiting for a 504, and ready again within 2 s of
+/// the switch answering again. Through the real binary.
+#[tokio::test]
+async fn a_hung_freeswitch_is_detected_and_answered_503_at_once() {
+    let fs = StandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (http, admin) = (free_port(), free_port());
+    let file = write_config(
+        dir.path(),
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [dialer]\nlisten = \"127.0.0.1:0\"\n\
+             [freeswitch]\naddress = \"{}\"\nliveness_timeout = \"2s\"\nconnect_timeout = \"1s\"\n\
+             [recordings]\ndir = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            fs.addr(),
+            dir.path().display(),
+            dir.path().join("s.db").display()
+        ),
+    );
+    let mut service = Running::spawn(&[], &file, &[]);
+    let readyz = format!("http://127.0.0.1:{admin}/readyz");
+    service.wait_answering(&readyz).await;
+    until_status(&readyz, Duration::from_secs(10), |s| s == 200).await;
+    fs.freeze();
+    let noticed = until_status(&readyz, Duration::from_secs(10), |s| s == 503).await;
+    // 2 s of silence, checked every third of a second.
+    assert!(
+        noticed < Duration::from_secs(4),
+        "noticed after {noticed:?}"
+    );
+    let (_, body) = get(&readyz).await;
+    assert!(body.contains("no frame from freeswitch"), "{body}");
+    let started = Instant::now();
+    let r = crate::support::http()
+        .post(format!("http://127.0.0.1:{http}/click2call"))
+        .json(&serde_json::json!({"ramal": "1001", "telefone": "41988445566"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    fs.thaw();
+    let back = until_status(&readyz, Duration::from_secs(10), |s| s == 200).await;
+    assert!(
+        back < Duration::from_secs(2),
+        "ready {back:?} after the thaw"
+    );
+    let metrics = get(&format!("http://127.0.0.1:{admin}/metrics")).await.1;
+    assert!(
+        metrics.contains("finaz_esl_liveness_failures_total 1\n"),
+        "{metrics}"
+    );
+    assert!(service.signal("-TERM").await);
+}

@@ -58,6 +58,9 @@ struct State {
     recording: Mutex<HashMap<String, std::path::PathBuf>>,
     /// Whether recordings are written to disk (benchmarks only want the events).
     write_files: std::sync::atomic::AtomicBool,
+    /// A hung switch: connections stay open (and new ones are accepted by the kernel), but
+    /// nothing is read or written until thawed.
+    frozen: tokio::sync::watch::Sender<bool>,
     conns: Mutex<Vec<(Arc<Conn>, JoinHandle<()>)>>,
 }
 
@@ -108,6 +111,7 @@ impl StandIn {
             progress_delay: Mutex::new(Duration::from_millis(2)),
             recording: Mutex::new(HashMap::new()),
             write_files: std::sync::atomic::AtomicBool::new(true),
+            frozen: tokio::sync::watch::channel(false).0,
             conns: Mutex::new(Vec::new()),
         });
         let accept = Some(tokio::spawn(accept_loop(listener, state.clone())));
@@ -212,6 +216,16 @@ impl StandIn {
         .unwrap();
         hangup(&self.state, leg, "NORMAL_CLEARING");
         Some(path)
+    }
+
+    /// FreeSWITCH hangs (a deadlock, a host frozen by the hypervisor): every socket stays
+    /// open, nothing is answered, no event goes out, until [`StandIn::thaw`].
+    pub fn freeze(&self) {
+        self.state.frozen.send_replace(true);
+    }
+
+    pub fn thaw(&self) {
+        self.state.frozen.send_replace(false);
     }
 
     /// Sends raw bytes to every connection (for malformed-input tests).
@@ -356,8 +370,11 @@ async fn serve(
     // Everything written goes through one queue, so frames never interleave. Aborting this
     // connection (stop) aborts its writer too, so the socket really closes even while a
     // job still holds the queue.
+    let mut frozen = state.frozen.subscribe();
+    let mut frozen_reader = state.frozen.subscribe();
     let writer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
+            let _ = frozen.wait_for(|f| !*f).await;
             if bytes.is_empty() {
                 break; // close request
             }
@@ -384,6 +401,8 @@ async fn serve(
         let Some(cmd) = cmd else {
             break;
         };
+        // A hung switch reads nothing more (the command waits in the socket, as in the kernel).
+        let _ = frozen_reader.wait_for(|f| !*f).await;
         state.received.lock().unwrap().push(cmd.clone());
         let line = cmd.line.clone();
         let (verb, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
