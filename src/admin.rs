@@ -38,10 +38,13 @@ pub async fn not_ready_reason(state: &AdminState) -> Option<String> {
         }
         ConnectionState::Stopped => return Some("event socket client stopped".into()),
     }
-    match tokio::time::timeout(Duration::from_secs(2), state.storage.ping()).await {
+    match tokio::time::timeout(Duration::from_secs(2), state.storage.check_writable()).await {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(format!("storage unusable: {e}")),
-        Err(_) => Some("storage did not answer within 2s".into()),
+        Ok(Err(e)) => Some(format!("storage cannot write: {e}")),
+        Err(_) => Some(
+            "storage did not complete a write within 2s (disk full, or a lock held too long?)"
+                .into(),
+        ),
     }
 }
 

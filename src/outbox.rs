@@ -244,7 +244,13 @@ async fn deliver(outbox: &Outbox, http: &reqwest::Client, settings: &Settings, e
             }
             let stored = outbox
                 .storage
-                .mark_failed(e.id, &failure.error, next, dead)
+                .mark_failed(
+                    e.id,
+                    e.lease.unwrap_or_default(),
+                    &failure.error,
+                    next,
+                    dead,
+                )
                 .await;
             // The loop may be asleep until a later entry: let it see this retry's time.
             outbox.wake.notify_one();

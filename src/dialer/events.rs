@@ -34,7 +34,7 @@ pub async fn watch(
             Some(Ok(answered)) => {
                 let reporter = reporter.clone();
                 reports.spawn(async move {
-                    let _ = reporter.report(answered).await;
+                    let _ = reporter.report_until_stored(answered).await;
                 });
             }
             Some(Err(why)) => {

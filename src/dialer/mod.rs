@@ -269,6 +269,8 @@ pub struct DialerStats {
     pub unparked_closes: AtomicU64,
     /// Sessions whose connect reply was over the size limit or announced a body.
     pub sessions_oversized: AtomicU64,
+    /// Answered calls whose first store failed, being retried until they commit.
+    pub reports_waiting: AtomicU64,
 }
 
 impl DialerStats {
@@ -317,7 +319,7 @@ impl DialerStats {
             out,
             "finaz_dialer_store_failures_total",
             "counter",
-            "Answered calls that could not be stored (storage down): not sent.",
+            "Failed attempts to store an answered call (each is retried; see finaz_dialer_reports_waiting).",
             get(&self.store_failures),
         );
         m(
@@ -326,6 +328,13 @@ impl DialerStats {
             "counter",
             "Outbound socket sessions that ended before the channel data (timeout, garbage, early close).",
             get(&self.sessions_failed),
+        );
+        m(
+            out,
+            "finaz_dialer_reports_waiting",
+            "gauge",
+            "Answered calls the database refused so far, retried until they commit.",
+            get(&self.reports_waiting),
         );
         m(
             out,
@@ -351,9 +360,15 @@ impl DialerStats {
     }
 }
 
+/// Answered calls held in memory while the database refuses them; beyond this the newest is
+/// given up on (logged), so a long outage cannot exhaust memory.
+const MAX_WAITING: usize = 10_000;
+
 /// Records answered calls with their webhook and wakes the outbox.
 #[derive(Clone)]
 pub struct Reporter {
+    /// Places for reports waiting to be retried.
+    waiting: Arc<tokio::sync::Semaphore>,
     storage: Storage,
     url: Arc<AnsweredUrl>,
     empresa_id: String,
@@ -373,6 +388,7 @@ impl Reporter {
         mask_phone_numbers: bool,
     ) -> Self {
         Reporter {
+            waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING)),
             storage,
             url: Arc::new(url),
             empresa_id: empresa_id.unwrap_or_default(),
@@ -392,8 +408,47 @@ impl Reporter {
         tracing::warn!(source = source.as_str(), call_id, reason = %why, "answered dialer call not sent to Finaz");
     }
 
-    /// Stores the call and its webhook (durable when this returns `Ok`), then wakes the
-    /// outbox to send it.
+    /// Stores the call and its webhook in a task of its own, retrying with backoff (0.2 s
+    /// doubling to 30 s) for as long as the database refuses it (full disk, a lock held too
+    /// long), so a failing write never drops a screen pop. The receiver says when it is
+    /// durable; whoever waits on it may give up without cancelling the report.
+    pub fn report_until_stored(&self, a: Answered) -> tokio::sync::oneshot::Receiver<Reported> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            let mut place = None;
+            loop {
+                match me.report(a.clone()).await {
+                    Ok(r) => {
+                        if place.take().is_some() {
+                            me.stats.reports_waiting.fetch_sub(1, Ordering::Relaxed);
+                            tracing::info!(call_id = %a.call_id, "answered dialer call stored after a retry");
+                        }
+                        let _ = tx.send(r);
+                        return;
+                    }
+                    Err(_) if place.is_none() => match me.waiting.clone().try_acquire_owned() {
+                        Ok(p) => {
+                            place = Some(p);
+                            me.stats.reports_waiting.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            tracing::error!(call_id = %a.call_id, waiting = MAX_WAITING, "too many answered calls waiting for the database: this one is given up on");
+                            return;
+                        }
+                    },
+                    Err(_) => {}
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        });
+        rx
+    }
+
+    /// Stores the call and its webhook once (durable when this returns `Ok`), then wakes
+    /// the outbox to send it. [`Reporter::report_until_stored`] retries it.
     pub async fn report(&self, a: Answered) -> Result<Reported, StorageError> {
         let url = self.url.clone();
         let (pid, num, ramal, empresa) = (

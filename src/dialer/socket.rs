@@ -122,13 +122,14 @@ async fn session(sock: TcpStream, reporter: &Reporter, vars: &DialerConfig) {
         match Answered::from_socket(&data, vars) {
             Ok(answered) => {
                 // Keep the session (the call waits parked in `socket`) until the webhook is
-                // durable, but never past the deadline: the call matters more.
-                if tokio::time::timeout_at(deadline, reporter.report(answered))
+                // durable, but never past the deadline: the call matters more. The report
+                // goes on storing (and retrying) after the session is released.
+                if tokio::time::timeout_at(deadline, reporter.report_until_stored(answered))
                     .await
                     .is_err()
                 {
                     tracing::warn!(
-                        "storing the answered call took longer than dialer.session_timeout; letting the call go on"
+                        "storing the answered call took longer than dialer.session_timeout; letting the call go on, the report keeps trying"
                     );
                 }
             }

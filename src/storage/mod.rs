@@ -26,6 +26,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_outbox_give_up.sql")),
     (3, include_str!("migrations/0003_recordings.sql")),
+    (4, include_str!("migrations/0004_outbox_lease.sql")),
+    (5, include_str!("migrations/0005_health.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -204,19 +206,19 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StorageError> {
 }
 
 impl Storage {
-    /// Takes the database's write lock and gives it back: fails when the file or its
-    /// directory is read-only or another process holds the lock too long.
-    pub async fn check_writable(&self) -> Result<(), StorageError> {
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        sqlx::query("ROLLBACK").execute(&mut *conn).await?;
-        Ok(())
-    }
-
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Proves the database takes writes: one row rewritten through the writer, in the same
+    /// kind of transaction as every call and webhook. Fails when the file or its directory is
+    /// read-only, the disk is full, or another process holds the lock too long.
+    pub async fn check_writable(&self) -> Result<(), StorageError> {
+        self.writer
+            .write(writer::Write::Probe { at: now_ms() })
+            .await
     }
 
     /// Records a new call; returns once it is committed. The call id is its first leg's

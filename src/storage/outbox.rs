@@ -54,12 +54,14 @@ pub struct OutboxEntry {
     pub delivered_at: Option<i64>,
     /// When retrying stops (None on rows from before migration 2).
     pub give_up_at: Option<i64>,
+    /// The lease it was last handed out under (see [`Storage::lease_due`]).
+    pub lease: Option<i64>,
 }
 
 /// The columns [`entry`] reads, in order (a macro, so queries stay static strings).
 macro_rules! entry_columns {
     () => {
-        "id, call_id, url, state, attempts, created_at, next_attempt_at, last_error, delivered_at, give_up_at"
+        "id, call_id, url, state, attempts, created_at, next_attempt_at, last_error, delivered_at, give_up_at, lease"
     };
 }
 pub(super) use entry_columns;
@@ -76,6 +78,7 @@ pub(super) fn entry(r: &sqlx::sqlite::SqliteRow) -> OutboxEntry {
         last_error: r.get(7),
         delivered_at: r.get(8),
         give_up_at: r.get(9),
+        lease: r.get(10),
     }
 }
 
@@ -164,10 +167,12 @@ impl Storage {
             .await
     }
 
-    /// Records a failed attempt: retried at `next_attempt_at`, or dead when `dead`.
+    /// Records a failed attempt made under `lease`: retried at `next_attempt_at`, or dead
+    /// when `dead`. Not applied when the entry was leased again meanwhile, or delivered.
     pub async fn mark_failed(
         &self,
         id: i64,
+        lease: i64,
         error: &str,
         next_attempt_at: i64,
         dead: bool,
@@ -175,6 +180,7 @@ impl Storage {
         self.writer
             .write(Write::Failed {
                 id,
+                lease,
                 error: error.to_string(),
                 next_attempt_at,
                 dead,
@@ -333,19 +339,17 @@ mod tests {
         assert_ne!(other[0].id, leased[0].id);
         assert!(s.lease_due(now, 10, now + 15_000).await.unwrap().is_empty());
         assert_eq!(s.next_due().await.unwrap(), Some(now + 15_000));
-        assert_eq!(
-            s.lease_due(now + 15_000, 10, now + 30_000)
-                .await
-                .unwrap()
-                .len(),
-            2
-        );
+        let again = s.lease_due(now + 15_000, 10, now + 30_000).await.unwrap();
+        assert_eq!(again.len(), 2);
+        let lease_of = |id: i64| again.iter().find(|e| e.id == id).unwrap().lease.unwrap();
 
         let (a, z) = (leased[0].id, other[0].id);
-        s.mark_failed(a, "HTTP 503", now + 500, false)
+        s.mark_failed(a, lease_of(a), "HTTP 503", now + 500, false)
             .await
             .unwrap();
-        s.mark_failed(z, "HTTP 500", now, true).await.unwrap();
+        s.mark_failed(z, lease_of(z), "HTTP 500", now, true)
+            .await
+            .unwrap();
         let dead = s.list_outbox(OutboxState::Dead, 10).await.unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
@@ -366,10 +370,54 @@ mod tests {
             0
         );
         // A restart makes every pending entry due at once.
-        s.mark_failed(revived.id, "HTTP 502", now_ms() + 3_600_000, false)
-            .await
-            .unwrap();
+        let leased = s.lease_due(now_ms(), 10, now_ms() + 1_000).await.unwrap();
+        s.mark_failed(
+            revived.id,
+            leased[0].lease.unwrap(),
+            "HTTP 502",
+            now_ms() + 3_600_000,
+            false,
+        )
+        .await
+        .unwrap();
         assert_eq!(s.retry_pending_now().await.unwrap(), 1);
         assert!(s.next_due().await.unwrap().unwrap() <= now_ms());
+    }
+
+    /// A slow attempt outlives its lease; the entry is leased again. The old attempt's late
+    /// failure must not undo what the new lease decided, and nothing undoes a delivery.
+    #[tokio::test]
+    async fn outbox_state_only_moves_forward() {
+        let (_d, s) = temp().await;
+        s.report_dialer_call(report("m", &["m"])).await.unwrap();
+        let now = now_ms();
+        let first = s.lease_due(now, 1, now + 1_000).await.unwrap().remove(0);
+        let second = s
+            .lease_due(now + 1_000, 1, now + 2_000)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_ne!(first.lease, second.lease);
+        // The expired lease's failure is not applied: no attempt counted, no new time.
+        s.mark_failed(
+            first.id,
+            first.lease.unwrap(),
+            "HTTP 500",
+            now + 60_000,
+            true,
+        )
+        .await
+        .unwrap();
+        let e = s.outbox_for_call("m").await.unwrap().unwrap();
+        assert_eq!((e.state, e.attempts), (OutboxState::Pending, 0));
+        s.mark_delivered(second.id).await.unwrap();
+        // Late results after the delivery change nothing.
+        s.mark_failed(second.id, second.lease.unwrap(), "HTTP 503", now, false)
+            .await
+            .unwrap();
+        s.mark_delivered(first.id).await.unwrap();
+        let e = s.outbox_for_call("m").await.unwrap().unwrap();
+        assert_eq!((e.state, e.attempts), (OutboxState::Delivered, 1));
+        assert_eq!(e.last_error, None);
     }
 }

@@ -44,6 +44,10 @@ pub(super) enum Write {
         a: String,
         b: String,
     },
+    /// Rewrites the health row (readiness).
+    Probe {
+        at: i64,
+    },
     Lease {
         now: i64,
         limit: i64,
@@ -55,6 +59,8 @@ pub(super) enum Write {
     },
     Failed {
         id: i64,
+        /// The lease the attempt was made under: another lease's result is not applied.
+        lease: i64,
         error: String,
         next_attempt_at: i64,
         dead: bool,
@@ -219,7 +225,9 @@ async fn commit(
             *conn = Some(c);
         }
         let c = conn.as_mut().expect("just acquired");
-        let mut tx = c.begin().await?;
+        // IMMEDIATE takes the write lock up front: a deferred BEGIN that upgrades later can
+        // fail the whole batch with SQLITE_BUSY when `outbox retry` (another process) writes.
+        let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
         for (write, _) in batch.iter() {
             results.push(apply(&mut tx, write).await);
         }
@@ -330,6 +338,15 @@ async fn apply(
                 .await?;
             }
         }
+        Write::Probe { at } => {
+            sqlx::query(
+                "INSERT INTO health (id, checked_at) VALUES (1, $1)
+                 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+            )
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
         Write::Lease { now, limit, until } => {
             let rows = sqlx::query(concat!(
                 "SELECT ",
@@ -341,20 +358,24 @@ async fn apply(
             .bind(limit)
             .fetch_all(&mut **tx)
             .await?;
-            let entries: Vec<OutboxEntry> = rows.iter().map(entry).collect();
-            for e in &entries {
-                sqlx::query("UPDATE outbox SET next_attempt_at = $2 WHERE id = $1")
+            let mut entries: Vec<OutboxEntry> = rows.iter().map(entry).collect();
+            let lease = fastrand::i64(1..i64::MAX);
+            for e in &mut entries {
+                sqlx::query("UPDATE outbox SET next_attempt_at = $2, lease = $3 WHERE id = $1")
                     .bind(e.id)
                     .bind(until)
+                    .bind(lease)
                     .execute(&mut **tx)
                     .await?;
+                e.lease = Some(lease);
             }
             return Ok(Applied::Leased(entries));
         }
         Write::Delivered { id, at } => {
             sqlx::query(
+                // Final, and a fact whichever lease learnt it: only a pending entry changes.
                 "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = $2,
-                    last_error = NULL WHERE id = $1",
+                    last_error = NULL WHERE id = $1 AND state = 'pending'",
             )
             .bind(id)
             .bind(at)
@@ -363,18 +384,21 @@ async fn apply(
         }
         Write::Failed {
             id,
+            lease,
             error,
             next_attempt_at,
             dead,
         } => {
             sqlx::query(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3,
-                    state = CASE WHEN $4 THEN 'dead' ELSE 'pending' END WHERE id = $1",
+                    state = CASE WHEN $4 THEN 'dead' ELSE 'pending' END
+                 WHERE id = $1 AND state = 'pending' AND lease = $5",
             )
             .bind(id)
             .bind(error)
             .bind(next_attempt_at)
             .bind(dead)
+            .bind(lease)
             .execute(&mut **tx)
             .await?;
         }

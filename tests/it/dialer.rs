@@ -769,3 +769,105 @@ fn arbitrary_tag_bytes_never_panic_a_session() {
     );
     rt.block_on(h.stop());
 }
+
+/// Reads `metric`'s value from the admin listener's /metrics.
+async fn metric(admin: u16, metric: &str) -> Option<f64> {
+    let text = crate::support::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{metric} ")))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The database refuses writes (another process holds its lock far longer than the busy
+/// timeout) while an operator answers a dialer call: the call goes on, `/readyz` says
+/// storage cannot write, the report waits in memory and is retried, and once writes work
+/// again the webhook is delivered, once. Through the real binary.
+#[tokio::test]
+async fn a_report_refused_by_the_database_is_retried_until_it_lands() {
+    use sqlx::Connection;
+    let fs = crate::support::standin::StandIn::start().await;
+    let finaz = FakeFinaz::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (http, admin, dialer) = (free_port(), free_port(), free_port());
+    let db = dir.path().join("s.db");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [dialer]\nlisten = \"127.0.0.1:{dialer}\"\ntrigger = \"socket\"\nsession_timeout = \"2s\"\n\
+             [freeswitch]\naddress = \"{}\"\n\
+             [finaz]\nanswered_url = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            fs.addr(),
+            finaz.template(),
+            db.display()
+        ),
+    )
+    .unwrap();
+    let mut service = start_binary(&config, admin).await;
+    let readyz = format!("http://127.0.0.1:{admin}/readyz");
+    let status = async || {
+        crate::support::get(&readyz)
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status().await != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Another process takes the write lock and keeps it.
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let call = "d1a1e700-0000-4000-8000-000000000081";
+    let s = drive(
+        format!("127.0.0.1:{dialer}").parse().unwrap(),
+        connect_reply(call, &[("finaz_crm_id", "CRM-DISK")]),
+        HOLD,
+    )
+    .await;
+    assert!(s.closed_by_adapter);
+    assert_eq!(s.handoff, Handoff::Returned, "the call went on");
+    let body = crate::support::get(&readyz)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("storage"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(admin, "finaz_dialer_reports_waiting").await != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the refused report is not waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(finaz.hits().is_empty());
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    drop(other);
+    let hits = finaz
+        .wait_for(Duration::from_secs(15), |h| !h.is_empty())
+        .await;
+    assert_eq!(param(&hits[0], "cid"), Some(call));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(finaz.hits().len(), 1, "delivered once");
+    assert_eq!(
+        metric(admin, "finaz_dialer_reports_waiting").await,
+        Some(0.0)
+    );
+    assert_eq!(status().await, 200);
+    assert!(service.signal("-TERM").await);
+}
