@@ -132,6 +132,7 @@ async fn main() {
             storage
                 .report_dialer_call(DialerReport {
                     call_id: call.clone(),
+                    customer_leg: call.clone(),
                     crm_id: format!("CRM-{i}"),
                     telefone: Some("41988445566".into()),
                     ramal: Some("1001".into()),

@@ -51,6 +51,8 @@ impl Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answered {
     pub call_id: String,
+    /// The customer's channel: with the call id, the key of one conversation.
+    pub customer_leg: String,
     pub crm_id: String,
     pub telefone: Option<String>,
     pub ramal: Option<String>,
@@ -233,7 +235,7 @@ impl Answered {
             .var(&vars.callid_variable)
             .and_then(|v| CallId::parse(&v).ok())
             .map(|c| c.as_str().to_string());
-        let call_id = tagged_id.unwrap_or(customer_leg);
+        let call_id = tagged_id.unwrap_or_else(|| customer_leg.clone());
         if !legs.contains(&call_id) {
             legs.push(call_id.clone());
         }
@@ -241,6 +243,7 @@ impl Answered {
         legs.dedup();
         Ok(Answered {
             call_id: clean("cid", Some(call_id))?.ok_or(NotReported::NoCallId)?,
+            customer_leg: clean("cid", Some(customer_leg))?.ok_or(NotReported::NoCallId)?,
             crm_id,
             // Written like a click2call number when it is one (`+55 41 98844-5566` is
             // `5541988445566`); anything else is passed on as it is (percent-encoded in the URL).
@@ -459,6 +462,7 @@ impl Reporter {
         );
         let report = DialerReport {
             call_id: a.call_id.clone(),
+            customer_leg: a.customer_leg.clone(),
             crm_id: a.crm_id.clone(),
             telefone: a.telefone.clone(),
             ramal: a.ramal.clone(),

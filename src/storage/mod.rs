@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_recordings.sql")),
     (4, include_str!("migrations/0004_outbox_lease.sql")),
     (5, include_str!("migrations/0005_health.sql")),
+    (6, include_str!("migrations/0006_call_legs_linked_at.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -87,8 +87,11 @@ pub type UrlFor = Box<dyn Fn(&str) -> String + Send + Sync>;
 
 /// An operator answered a tagged dialer call: what to record and whom to tell.
 pub struct DialerReport {
-    /// The call id Finaz gets (`cid`), unless one of `legs` already belongs to a call.
+    /// The call id Finaz gets (`cid`), unless this conversation was reported already.
     pub call_id: String,
+    /// The customer's leg: with `call_id`, what names one conversation. Other legs (the
+    /// operator's) may outlive it and serve the next customer.
+    pub customer_leg: String,
     pub crm_id: String,
     pub telefone: Option<String>,
     pub ramal: Option<String>,
@@ -283,6 +286,7 @@ mod tests {
     fn report(call_id: &str, legs: &[&str]) -> DialerReport {
         DialerReport {
             call_id: call_id.into(),
+            customer_leg: call_id.into(),
             crm_id: "CRM-1".into(),
             telefone: Some("41988445566".into()),
             ramal: Some("1001".into()),

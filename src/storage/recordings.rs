@@ -92,7 +92,7 @@ impl Storage {
                 at,
             },
             RecordingEvent::HungUp { leg, path } => Write::LegHungUp { leg, path, at },
-            RecordingEvent::Bridged { a, b } => Write::LinkBridge { a, b },
+            RecordingEvent::Bridged { a, b } => Write::LinkBridge { a, b, at },
         };
         self.writer.submit(write).await
     }
@@ -153,19 +153,26 @@ impl Storage {
             .write(Write::LinkBridge {
                 a: a.into(),
                 b: b.into(),
+                at: super::now_ms(),
             })
             .await
     }
 
-    /// Every recording of any leg of call `call_id`, newest first.
+    /// Every recording of call `call_id`, newest first: its own leg's, and those of legs
+    /// linked to it that were still running, or stopped, after the leg joined the call (an
+    /// operator's leg also carries its earlier customers' recordings).
     pub async fn recordings_for_call(
         &self,
         call_id: &str,
     ) -> Result<Vec<RecordingRow>, StorageError> {
         let rows = sqlx::query(
-            "SELECT leg_id, path, state, cause, started_at, stopped_at FROM recordings
-             WHERE leg_id = $1 OR leg_id IN (SELECT leg_id FROM call_legs WHERE call_id = $1)
-             ORDER BY COALESCE(started_at, stopped_at) DESC",
+            "SELECT r.leg_id, r.path, r.state, r.cause, r.started_at, r.stopped_at FROM recordings r
+             WHERE r.leg_id = $1
+                OR EXISTS (SELECT 1 FROM call_legs l
+                            WHERE l.call_id = $1 AND l.leg_id = r.leg_id
+                              AND (l.linked_at IS NULL OR r.stopped_at IS NULL
+                                   OR r.stopped_at >= l.linked_at))
+             ORDER BY COALESCE(r.started_at, r.stopped_at) DESC",
         )
         .bind(call_id)
         .fetch_all(&self.pool)

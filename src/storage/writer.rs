@@ -43,6 +43,7 @@ pub(super) enum Write {
     LinkBridge {
         a: String,
         b: String,
+        at: i64,
     },
     /// Rewrites the health row (readiness).
     Probe {
@@ -302,10 +303,12 @@ async fn apply(
             .bind(at)
             .execute(&mut **tx)
             .await?;
-            // A dialer call ends with its call leg (click2call calls follow their own task).
+            // A dialer call ends with its call leg or any leg linked to it now (click2call
+            // calls follow their own task).
             sqlx::query(
                 "UPDATE calls SET state = 'ended', ended_at = COALESCE(ended_at, $2)
-                 WHERE id = $1 AND kind = 'dialer' AND state = 'answered'",
+                 WHERE kind = 'dialer' AND state = 'answered'
+                   AND (id = $1 OR id = (SELECT call_id FROM call_legs WHERE leg_id = $1))",
             )
             .bind(leg)
             .bind(at)
@@ -323,17 +326,24 @@ async fn apply(
                 .await?;
             }
         }
-        Write::LinkBridge { a, b } => {
+        Write::LinkBridge { a, b, at } => {
+            // Legs join calls only while the call lives: a leg of an ended call bridged to a
+            // new one (an operator taking the next customer) brings it no old call, and is
+            // itself moved to the live call.
             for (known, other) in [(a, b), (b, a)] {
                 sqlx::query(
-                    "INSERT INTO call_legs (leg_id, call_id)
-                     SELECT $2, id FROM calls WHERE id = $1
-                     UNION SELECT $2, call_id FROM call_legs WHERE leg_id = $1
-                     LIMIT 1
-                     ON CONFLICT (leg_id) DO NOTHING",
+                    "INSERT INTO call_legs (leg_id, call_id, linked_at)
+                     SELECT $2, c.id, $3 FROM calls c
+                      WHERE c.ended_at IS NULL
+                        AND (c.id = $1 OR c.id = (SELECT call_id FROM call_legs WHERE leg_id = $1))
+                      LIMIT 1
+                     ON CONFLICT (leg_id) DO UPDATE SET call_id = excluded.call_id, linked_at = excluded.linked_at
+                      WHERE call_legs.call_id <> excluded.call_id
+                        AND (SELECT ended_at FROM calls WHERE id = call_legs.call_id) IS NOT NULL",
                 )
                 .bind(known)
                 .bind(other)
+                .bind(at)
                 .execute(&mut **tx)
                 .await?;
             }
@@ -460,23 +470,29 @@ async fn apply(
     Ok(Applied::Done)
 }
 
-/// Records a dialer call and its webhook, unless one of its legs already has a call.
+/// Records a dialer call and its webhook, unless this conversation (its call id or its
+/// customer's leg) already has one. Its other legs are linked to it even when they belonged
+/// to an earlier call: an operator's leg that outlives a customer serves the next one.
 async fn report_dialer(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     r: &DialerReport,
 ) -> Result<Applied, sqlx::Error> {
     let mut legs: Vec<&str> = r.legs.iter().map(String::as_str).collect();
-    if !legs.contains(&r.call_id.as_str()) {
-        legs.push(&r.call_id);
+    for must in [r.call_id.as_str(), r.customer_leg.as_str()] {
+        if !legs.contains(&must) {
+            legs.push(must);
+        }
     }
-    let legs_json = serde_json::to_string(&legs).expect("strings serialise");
-    let find = sqlx::query_scalar::<_, String>(
-        "SELECT id FROM calls WHERE id IN (SELECT value FROM json_each($1))
-         UNION SELECT call_id FROM call_legs WHERE leg_id IN (SELECT value FROM json_each($1))
+    let existing = sqlx::query_scalar::<_, String>(
+        "SELECT id FROM calls WHERE id IN ($1, $2)
+         UNION SELECT call_id FROM call_legs WHERE leg_id IN ($1, $2)
          LIMIT 1",
     )
-    .bind(&legs_json);
-    let existing = find.fetch_optional(&mut **tx).await?;
+    .bind(&r.call_id)
+    .bind(&r.customer_leg)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let now = super::now_ms();
     let call_id = match existing {
         Some(id) => id,
         None => {
@@ -488,7 +504,7 @@ async fn report_dialer(
             .bind(&r.ramal)
             .bind(&r.telefone)
             .bind(&r.crm_id)
-            .bind(super::now_ms())
+            .bind(now)
             .execute(&mut **tx)
             .await?;
             r.call_id.clone()
@@ -496,10 +512,13 @@ async fn report_dialer(
     };
     for leg in legs.iter().filter(|l| **l != call_id) {
         sqlx::query(
-            "INSERT INTO call_legs (leg_id, call_id) VALUES ($1, $2) ON CONFLICT (leg_id) DO NOTHING",
+            "INSERT INTO call_legs (leg_id, call_id, linked_at) VALUES ($1, $2, $3)
+             ON CONFLICT (leg_id) DO UPDATE SET call_id = excluded.call_id, linked_at = excluded.linked_at
+             WHERE call_legs.call_id <> excluded.call_id",
         )
         .bind(*leg)
         .bind(&call_id)
+        .bind(now)
         .execute(&mut **tx)
         .await?;
     }

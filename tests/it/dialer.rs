@@ -871,3 +871,102 @@ async fn a_report_refused_by_the_database_is_retried_until_it_lands() {
     assert_eq!(status().await, 200);
     assert!(service.signal("-TERM").await);
 }
+
+/// The captured tagged CHANNEL_BRIDGE (capture 07) between `customer` and `operator`, tagged
+/// with `crm`.
+fn bridge_event(customer: &str, operator: &str, crm: &str) -> String {
+    plain_event_body("07_dialer_bridge_to_sip_operator.rx.raw", "CHANNEL_BRIDGE")
+        .replace(CUSTOMER_LEG, customer)
+        .replace(OPERATOR_LEG, operator)
+        .replace(
+            "variable_finaz_crm_id: CRM-7001",
+            &format!("variable_finaz_crm_id: {crm}"),
+        )
+}
+
+/// A WAV unlike any other test's: `tone` picks the samples.
+fn distinct_wav(tone: i16) -> Vec<u8> {
+    let samples: Vec<i16> = (0..8000).map(|i| (i % 100) as i16 * tone).collect();
+    finaz_freeswitch::recordings::wav::pcm_wav(&samples)
+}
+
+/// mod_callcenter persistent agents (`uuid-standby`): one operator leg is bridged to three
+/// tagged customers in turn. Each conversation is its own call: three webhooks, and each
+/// call's recording is that conversation's, never a later customer's. Through the real
+/// binary.
+#[tokio::test]
+async fn one_operator_leg_serving_three_customers_gives_three_calls() {
+    let fs = crate::support::standin::StandIn::start().await;
+    let finaz = FakeFinaz::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    let (http, admin) = (free_port(), free_port());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\nrate_limit_per_minute = 0\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [dialer]\nlisten = \"127.0.0.1:0\"\ntrigger = \"events\"\n\
+             [freeswitch]\naddress = \"{}\"\n[recordings]\ndir = \"{}\"\n\
+             [finaz]\nanswered_url = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            fs.addr(),
+            rec.display(),
+            finaz.template(),
+            dir.path().join("s.db").display()
+        ),
+    )
+    .unwrap();
+    let mut service = start_binary(&config, admin).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs.connections() == 0 || metric(admin, "finaz_esl_connected").await != Some(1.0) {
+        assert!(Instant::now() < deadline, "never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let agent = "2c101f0f-0000-4000-8000-00000000a6e7";
+    let mut expected = Vec::new();
+    for i in 1..=3i16 {
+        let customer = format!("d1a1e700-0000-4000-8000-00000000c0{i:02}");
+        let (cust_file, op_file) = (
+            rec.join(format!("cust-{i}.wav")),
+            rec.join(format!("op-{i}.wav")),
+        );
+        fs.answer_channel(&customer);
+        fs.start_recording(&customer, &cust_file);
+        fs.emit(&bridge_event(&customer, agent, &format!("CRM-{i}")));
+        let hits = finaz
+            .wait_for(Duration::from_secs(5), |h| h.len() >= i as usize)
+            .await;
+        assert_eq!(param(&hits[i as usize - 1], "cid"), Some(customer.as_str()));
+        fs.start_recording(agent, &op_file);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        fs.stop_recording(agent, false);
+        assert!(fs.hangup(&customer, "NORMAL_CLEARING"));
+        // Each file its own content, written as FreeSWITCH closes it.
+        std::fs::write(&cust_file, distinct_wav(i)).unwrap();
+        std::fs::write(&op_file, distinct_wav(10 + i)).unwrap();
+        expected.push((customer, [distinct_wav(i), distinct_wav(10 + i)]));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hits = finaz.hits();
+    assert_eq!(hits.len(), 3, "{hits:#?}");
+    for (i, h) in hits.iter().enumerate() {
+        assert_eq!(param(h, "pid"), Some(format!("CRM-{}", i + 1).as_str()));
+    }
+    for (customer, own) in &expected {
+        let r = crate::support::get(format!(
+            "http://127.0.0.1:{http}/gravacao?callid={customer}"
+        ))
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200, "{customer}");
+        let body = r.bytes().await.unwrap();
+        assert!(
+            own.iter().any(|o| o[..] == body[..]),
+            "{customer} got another conversation's recording"
+        );
+    }
+    assert!(service.signal("-TERM").await);
+}

@@ -181,6 +181,18 @@ impl StandIn {
         }
     }
 
+    /// A channel FreeSWITCH now has (a leg the test plays): `uuid_exists` says true and
+    /// [`StandIn::hangup`] ends it.
+    pub fn answer_channel(&self, leg: &str) {
+        self.state.live.lock().unwrap().insert(leg.to_string());
+    }
+
+    /// A channel that went away without a word (events lost): `uuid_exists` says false.
+    pub fn forget_channel(&self, leg: &str) {
+        self.state.live.lock().unwrap().remove(leg);
+        self.state.recording.lock().unwrap().remove(leg);
+    }
+
     /// Channels alive now.
     pub fn live_channels(&self) -> Vec<String> {
         self.state.live.lock().unwrap().iter().cloned().collect()
