@@ -280,6 +280,12 @@ impl Service {
                 shutdown.child_token(),
             ));
         }
+        tasks.spawn(recordings::reconcile::run(
+            esl.clone(),
+            storage.clone(),
+            crate::storage::now_ms(),
+            shutdown.child_token(),
+        ));
         tasks.spawn(recordings::watch(
             esl.clone(),
             storage.clone(),

@@ -7,6 +7,7 @@
 //! until RECORD_STOP or its leg's hangup; a file found without events is in progress while a
 //! leg of the call still exists in FreeSWITCH.
 
+pub mod reconcile;
 pub mod wav;
 
 use std::path::{Path, PathBuf};
@@ -91,9 +92,26 @@ impl Recordings {
         {
             return Err(RecordingError::UnknownCall);
         }
-        let rows = self.storage.recordings_for_call(&record.id).await?;
+        let mut rows = self.storage.recordings_for_call(&record.id).await?;
         if rows.iter().any(|r| r.state == RecordingState::Recording) {
-            return Err(RecordingError::InProgress);
+            // Its RECORD_STOP may have been lost (we were away): a leg FreeSWITCH no longer
+            // has is closed now, and its file served.
+            let mut closed_any = false;
+            for row in rows.iter().filter(|r| r.state == RecordingState::Recording) {
+                if !self.esl.is_connected()
+                    || reconcile::leg_exists(&self.esl, &row.leg_id)
+                        .await
+                        .unwrap_or(true)
+                {
+                    return Err(RecordingError::InProgress);
+                }
+                self.storage.leg_hung_up(&row.leg_id, None).await?;
+                closed_any = true;
+            }
+            if closed_any {
+                tracing::info!(call_id = %record.id, "recording closed: its channel is gone");
+                rows = self.storage.recordings_for_call(&record.id).await?;
+            }
         }
         let mut discarded = None;
         for row in &rows {

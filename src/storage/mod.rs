@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_outbox_lease.sql")),
     (5, include_str!("migrations/0005_health.sql")),
     (6, include_str!("migrations/0006_call_legs_linked_at.sql")),
+    (7, include_str!("migrations/0007_open_rows.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -190,6 +190,35 @@ impl Storage {
             .collect())
     }
 
+    /// Channels that may still be up as far as storage knows, after `after_leg` (for
+    /// paging): legs with a recording still open, answered dialer calls not ended, and
+    /// click2call calls not ended that were created before `orphaned_before` (no task of
+    /// this process follows them). Each with whether it names a call (to end it).
+    pub async fn open_legs(
+        &self,
+        orphaned_before: i64,
+        after_leg: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, bool)>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT leg, MAX(is_call) FROM (
+                SELECT leg_id AS leg, 0 AS is_call FROM recordings WHERE state = 'recording'
+                UNION ALL
+                SELECT id, 1 FROM calls WHERE ended_at IS NULL
+                    AND ((kind = 'dialer' AND state = 'answered') OR created_at < $1)
+             ) WHERE leg > $2 GROUP BY leg ORDER BY leg LIMIT $3",
+        )
+        .bind(orphaned_before)
+        .bind(after_leg)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) == 1))
+            .collect())
+    }
+
     /// Every leg uuid of a call (the call id first).
     pub async fn legs_of(&self, call_id: &str) -> Result<Vec<String>, StorageError> {
         let mut legs: Vec<String> =

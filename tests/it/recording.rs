@@ -405,3 +405,153 @@ async fn a_call_without_recording_is_409_while_up_then_a_distinct_404() {
     assert_eq!(done.code(), "recording_not_found");
     h.stop().await;
 }
+
+/// The channel vanished without RECORD_STOP or hangup reaching us (events lost): a download
+/// that finds the recording open asks FreeSWITCH, and serves the file instead of 409.
+#[tokio::test]
+async fn an_open_recording_whose_channel_is_gone_downloads() {
+    let h = Harness::start(Extra::default()).await;
+    let id = answered_call(&h, "41988445566").await;
+    assert_eq!(download(&h, &format!("callid={id}"), &[]).await.status, 409);
+    let path = recording_path(&h, &id).await;
+    // FreeSWITCH finished the file and dropped the channel; we heard nothing.
+    std::fs::write(&path, crate::support::standin::recorded_wav(2)).unwrap();
+    h.fs.forget_channel(&id);
+    let got = download(&h, &format!("callid={id}"), &[]).await;
+    assert_eq!(got.status, 200, "{}", got.code());
+    assert_eq!(got.body, std::fs::read(&path).unwrap());
+    h.stop().await;
+}
+
+/// The adapter is SIGKILLed while a click2call is recorded; the call ends while it is away
+/// (its RECORD_STOP and hangup go to nobody); after the restart the reconciliation closes
+/// the recording and the download gives the exact bytes on disk within 15 s.
+#[tokio::test]
+async fn a_recording_that_ended_while_the_adapter_was_down_downloads_after_the_restart() {
+    use crate::support::binary::{Running, free_port};
+    let fs = crate::support::standin::StandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    let (http, admin) = (free_port(), free_port());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [dialer]\nlisten = \"127.0.0.1:0\"\n[freeswitch]\naddress = \"{}\"\n\
+             [recordings]\ndir = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            fs.addr(),
+            rec.display(),
+            dir.path().join("s.db").display()
+        ),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    let ready = async |admin: u16| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = crate::support::get(format!("http://127.0.0.1:{admin}/readyz")).await;
+            if r.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    };
+    let mut first = Running::spawn(&[], &config, &[]);
+    ready(admin).await;
+    let r = crate::support::http()
+        .post(format!("{base}/click2call"))
+        .json(&json!({"ramal": "1001", "telefone": "41988445566"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.json::<serde_json::Value>().await.unwrap()["callid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let gravacao = format!("{base}/gravacao?callid={id}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while crate::support::get(&gravacao).await.unwrap().status() != 409 {
+        assert!(Instant::now() < deadline, "the recording never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.signal("-KILL").await;
+    // While the adapter is down the call ends: RECORD_STOP and the hangup reach nobody.
+    assert!(fs.hangup(&id, "NORMAL_CLEARING"));
+    let on_disk: Vec<u8> = {
+        let found: Vec<_> = walk(&rec);
+        assert_eq!(found.len(), 1, "{found:?}");
+        std::fs::read(&found[0]).unwrap()
+    };
+    let mut second = Running::spawn(&[], &config, &[]);
+    let restarted = Instant::now();
+    second
+        .wait_answering(&format!("http://127.0.0.1:{admin}/healthz"))
+        .await;
+    loop {
+        let r = crate::support::get(&gravacao).await.unwrap();
+        if r.status() == 200 {
+            assert_eq!(r.bytes().await.unwrap().to_vec(), on_disk);
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(15),
+            "still {} 15 s after the restart",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(second.signal("-TERM").await);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// After a reconnect, recordings and calls storage still thinks are open are checked
+/// against FreeSWITCH: gone channels are closed without anyone downloading.
+#[tokio::test]
+async fn a_reconnect_closes_what_freeswitch_no_longer_has() {
+    let mut h = Harness::start(Extra::default()).await;
+    let gone = answered_call(&h, "41988445566").await;
+    let alive = answered_call(&h, "41988445567").await;
+    h.fs.forget_channel(&gone);
+    h.fs.restart().await;
+    let storage = h.service().storage.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = storage.recordings_for_call(&gone).await.unwrap();
+        if rows
+            .iter()
+            .all(|r| r.state == finaz_freeswitch::storage::RecordingState::Done)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reconciled: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let still = storage.recordings_for_call(&alive).await.unwrap();
+    assert!(
+        still
+            .iter()
+            .all(|r| r.state == finaz_freeswitch::storage::RecordingState::Recording),
+        "a live call's recording was closed: {still:?}"
+    );
+    h.stop().await;
+}
