@@ -280,6 +280,13 @@ impl Service {
                 shutdown.child_token(),
             ));
         }
+        if let Some(keep) = config.storage_retention {
+            tasks.spawn(crate::storage::retention::run(
+                storage.clone(),
+                keep,
+                shutdown.child_token(),
+            ));
+        }
         tasks.spawn(recordings::reconcile::run(
             esl.clone(),
             storage.clone(),

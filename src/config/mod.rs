@@ -153,6 +153,8 @@ pub struct Config {
     pub dialer: DialerConfig,
     pub finaz: FinazConfig,
     pub storage_url: String,
+    /// How long finished rows are kept; `None`: for ever.
+    pub storage_retention: Option<Duration>,
     pub log: LogConfig,
 }
 
@@ -305,5 +307,23 @@ mod tests {
         assert!(c.finaz.empresa_id.is_none());
         assert_eq!(c.finaz.max_retry_age, Duration::from_secs(86400));
         assert_eq!(c.storage_url, "sqlite://finaz-freeswitch.db");
+        assert_eq!(c.storage_retention, None, "kept for ever unless asked");
+        assert_eq!(c.freeswitch.liveness_timeout, Duration::from_secs(15));
+        assert_eq!(c.http.max_connections, 4096);
+        assert_eq!(c.dialer.allowed_peers.len(), 2);
+    }
+
+    #[test]
+    fn retention_is_forever_or_at_least_an_hour() {
+        let load = |v: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("c.toml");
+            std::fs::write(&f, format!("[storage]\nretention = \"{v}\"\n")).unwrap();
+            load(Some(&f)).map(|(_, c)| c.storage_retention)
+        };
+        assert_eq!(load("90d").unwrap(), Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(load("forever").unwrap(), None);
+        assert!(load("10m").is_err());
+        assert!(load("soon").is_err());
     }
 }

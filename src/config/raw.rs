@@ -145,6 +145,7 @@ pub struct RawFinaz {
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
     pub url: String,
+    pub retention: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -289,6 +290,10 @@ impl RawConfig {
         let connect_timeout = dur("freeswitch.connect_timeout", &fs.connect_timeout);
         let request_timeout = dur("freeswitch.request_timeout", &fs.request_timeout);
         let liveness_timeout = dur("freeswitch.liveness_timeout", &fs.liveness_timeout);
+        let retention = match self.storage.retention.trim() {
+            "forever" => None,
+            other => Some(dur("storage.retention", other)),
+        };
         let reconnect_max_backoff = dur(
             "freeswitch.reconnect_max_backoff",
             &fs.reconnect_max_backoff,
@@ -309,6 +314,12 @@ impl RawConfig {
         let allowed_ips = nets("http.allowed_ips", &self.http.allowed_ips);
         let trusted_proxies = nets("http.trusted_proxies", &self.http.trusted_proxies);
         let dialer_peers = nets("dialer.allowed_peers", &self.dialer.allowed_peers);
+        if retention.is_some_and(|r| r < Duration::from_secs(3600)) {
+            errs.push(format!(
+                "storage.retention = {:?} must be \"forever\" or at least 1h",
+                self.storage.retention
+            ));
+        }
         if liveness_timeout < Duration::from_secs(1) {
             errs.push(format!(
                 "freeswitch.liveness_timeout = {:?} must be at least 1s",
@@ -499,6 +510,7 @@ impl RawConfig {
                 max_concurrent_deliveries: self.finaz.max_concurrent_deliveries as usize,
             },
             storage_url: storage.clone(),
+            storage_retention: retention,
             log: LogConfig {
                 format,
                 level: self.log.level.clone(),

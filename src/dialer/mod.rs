@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::config::DialerConfig;
-use crate::domain::values::{CallId, Telefone};
+use crate::domain::values::{CallId, MaskedPhone, Telefone};
 use crate::esl::Event;
 use crate::esl::outbound::ChannelData;
 use crate::logging::mask_phone;
@@ -48,7 +48,7 @@ impl Source {
 }
 
 /// An operator answered a tagged dialer call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Answered {
     pub call_id: String,
     /// The customer's channel: with the call id, the key of one conversation.
@@ -59,6 +59,20 @@ pub struct Answered {
     /// Every channel uuid seen for this call.
     pub legs: Vec<String>,
     pub source: Source,
+}
+
+impl std::fmt::Debug for Answered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answered")
+            .field("call_id", &self.call_id)
+            .field("customer_leg", &self.customer_leg)
+            .field("crm_id", &self.crm_id)
+            .field("telefone", &MaskedPhone(self.telefone.as_deref()))
+            .field("ramal", &self.ramal)
+            .field("legs", &self.legs)
+            .field("source", &self.source)
+            .finish()
+    }
 }
 
 /// Why a hand-off is not reported.

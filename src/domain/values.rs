@@ -118,6 +118,18 @@ impl fmt::Debug for Telefone {
     }
 }
 
+/// An optional phone number for `Debug`: masked, whatever the struct holding it.
+pub struct MaskedPhone<'a>(pub Option<&'a str>);
+
+impl fmt::Debug for MaskedPhone<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "Some({:?})", mask_phone(n, true)),
+            None => f.write_str("None"),
+        }
+    }
+}
+
 /// A phone number (or any value that may be one) as logs show it: the first 4 and last 3
 /// characters, stars between; all stars below 8 characters. Counts characters, not bytes,
 /// so any text is safe: `+55\u{a0}41988445566` or `419–88445566` mask like digits do.

@@ -13,13 +13,28 @@ use crate::click2call::{Click2CallError, Request};
 use crate::domain::values::{InvalidField, Ramal, Telefone};
 
 /// The fields of a request, wherever they came from, before validation.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Default, PartialEq, Eq)]
 pub struct Fields {
     pub ramal: Option<String>,
     pub telefone: Option<String>,
     pub chave: Option<String>,
     /// The body was JSON, so the answer is too.
     pub json_body: bool,
+}
+
+impl std::fmt::Debug for Fields {
+    /// The number masked and the chave never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fields")
+            .field("ramal", &self.ramal)
+            .field(
+                "telefone",
+                &crate::domain::values::MaskedPhone(self.telefone.as_deref()),
+            )
+            .field("chave", &self.chave.as_ref().map(|_| "<redacted>"))
+            .field("json_body", &self.json_body)
+            .finish()
+    }
 }
 
 impl Fields {

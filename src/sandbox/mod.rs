@@ -33,13 +33,26 @@ const CALL_LENGTH: Duration = Duration::from_secs(3);
 const RING: Duration = Duration::from_secs(1);
 
 /// A dialer call to play (`POST /sandbox/dialer` on the admin listener).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Clone, serde::Deserialize)]
 pub struct DialerCall {
     pub crm_id: String,
     #[serde(default)]
     pub telefone: Option<String>,
     #[serde(default)]
     pub ramal: Option<String>,
+}
+
+impl std::fmt::Debug for DialerCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DialerCall")
+            .field("crm_id", &self.crm_id)
+            .field(
+                "telefone",
+                &crate::domain::values::MaskedPhone(self.telefone.as_deref()),
+            )
+            .field("ramal", &self.ramal)
+            .finish()
+    }
 }
 
 /// What a played dialer call was.

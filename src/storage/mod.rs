@@ -8,6 +8,7 @@
 //! pool, so a PostgreSQL backend can be added here without touching them; the SQL is kept to
 //! the portable subset (numbered parameters, BIGINT millisecond timestamps).
 
+use crate::domain::values::MaskedPhone;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use sqlx::{Row, SqlitePool};
 
 mod outbox;
 mod recordings;
+pub mod retention;
 mod writer;
 
 pub use outbox::{DialerReport, OutboxEntry, OutboxState, Reported, RetryTarget};
@@ -105,7 +107,7 @@ impl CallState {
 }
 
 /// A call to record: named fields, so a ramal can never be stored as a telefone.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct NewCall<'a> {
     pub id: &'a str,
     pub kind: CallKind,
@@ -118,7 +120,7 @@ pub struct NewCall<'a> {
 }
 
 /// A call as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct CallRecord {
     pub id: String,
     pub kind: CallKind,
@@ -133,6 +135,35 @@ pub struct CallRecord {
     pub created_at: i64,
     pub answered_at: Option<i64>,
     pub ended_at: Option<i64>,
+}
+
+impl std::fmt::Debug for NewCall<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCall")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("ramal", &self.ramal)
+            .field("telefone", &MaskedPhone(self.telefone))
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for CallRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallRecord")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("ramal", &self.ramal)
+            .field("telefone", &MaskedPhone(self.telefone.as_deref()))
+            .field("crm_id", &self.crm_id)
+            .field("state", &self.state)
+            .field("outcome", &self.outcome)
+            .field("created_at", &self.created_at)
+            .field("answered_at", &self.answered_at)
+            .field("ended_at", &self.ended_at)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone)]
@@ -212,6 +243,19 @@ impl Storage {
     pub async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Deletes up to `limit` finished rows per table older than `cutoff` (unix ms), in one
+    /// short transaction; how many rows went. Call it until it returns 0.
+    pub async fn prune_batch(&self, cutoff: i64, limit: i64) -> Result<u64, StorageError> {
+        match self
+            .writer
+            .apply(writer::Write::Prune { cutoff, limit })
+            .await?
+        {
+            writer::Applied::Pruned(n) => Ok(n),
+            other => Err(StorageError::Write(format!("prune answered {other:?}"))),
+        }
     }
 
     /// Proves the database takes writes: one row rewritten through the writer, in the same
@@ -443,5 +487,108 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("postgres"));
+    }
+
+    /// Retention deletes what is finished and old, and nothing that is still going on:
+    /// an ended call with no webhook left, a delivered or dead webhook, a closed recording.
+    #[tokio::test]
+    async fn retention_prunes_only_finished_rows() {
+        let (_d, s, _) = temp().await;
+        let call = |id: &'static str| NewCall {
+            id,
+            kind: CallKind::Click2Call,
+            ramal: Some("1001"),
+            telefone: Some("41988445566"),
+            crm_id: None,
+            state: CallState::Ringing,
+            recording_path: None,
+        };
+        s.insert_call(call("ended")).await.unwrap();
+        s.set_call_state("ended", CallState::Ended, Some("NORMAL_CLEARING"))
+            .await
+            .unwrap();
+        s.insert_call(call("up")).await.unwrap();
+        s.recording_started("ended", "/rec/ended.wav")
+            .await
+            .unwrap();
+        s.leg_hung_up("ended", None).await.unwrap();
+        s.recording_started("up", "/rec/up.wav").await.unwrap();
+        // A dialer call whose webhook is still pending, and one delivered.
+        let report = |id: &str| DialerReport {
+            call_id: id.into(),
+            customer_leg: id.into(),
+            crm_id: "1".into(),
+            telefone: None,
+            ramal: None,
+            legs: vec![id.into()],
+            give_up_at: now_ms() + 60_000,
+            url: Box::new(|cid| format!("http://finaz/x?cid={cid}")),
+        };
+        s.report_dialer_call(report("pending")).await.unwrap();
+        s.report_dialer_call(report("sent")).await.unwrap();
+        let leased = s.lease_due(now_ms(), 10, now_ms() + 1_000).await.unwrap();
+        let sent = leased.iter().find(|e| e.call_id == "sent").unwrap();
+        s.mark_delivered(sent.id).await.unwrap();
+        s.leg_hung_up("sent", None).await.unwrap();
+        s.leg_hung_up("pending", None).await.unwrap();
+
+        let later = now_ms() + 3_600_000;
+        let stop = tokio_util::sync::CancellationToken::new();
+        // Nothing is older than a cutoff in the past.
+        assert_eq!(
+            retention::pass(&s, now_ms() - 3_600_000, &stop)
+                .await
+                .unwrap(),
+            0
+        );
+        let gone = retention::pass(&s, later, &stop).await.unwrap();
+        assert!(gone >= 4, "{gone}");
+        assert!(s.find_call("ended").await.unwrap().is_none());
+        assert!(s.find_call("sent").await.unwrap().is_none());
+        assert!(s.outbox_for_call("sent").await.unwrap().is_none());
+        assert!(
+            s.find_call("up").await.unwrap().is_some(),
+            "a call still up is kept"
+        );
+        assert!(
+            s.find_call("pending").await.unwrap().is_some(),
+            "its webhook is still due"
+        );
+        assert!(s.outbox_for_call("pending").await.unwrap().is_some());
+        assert!(s.recordings_for_call("ended").await.unwrap().is_empty());
+        assert_eq!(
+            s.recordings_for_call("up").await.unwrap().len(),
+            1,
+            "still recording"
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_phone_number() {
+        let new = NewCall {
+            id: "c1",
+            kind: CallKind::Click2Call,
+            ramal: Some("1001"),
+            telefone: Some("41988445566"),
+            crm_id: None,
+            state: CallState::Ringing,
+            recording_path: None,
+        };
+        let shown = format!("{new:?}");
+        assert!(
+            !shown.contains("41988445566") && shown.contains("4198****566"),
+            "{shown}"
+        );
+        let write = writer::Write::InsertCall {
+            id: "c1".into(),
+            kind: "click2call",
+            ramal: Some("1001".into()),
+            telefone: Some("41988445566".into()),
+            crm_id: None,
+            state: "ringing",
+            recording_path: None,
+            at: 0,
+        };
+        assert!(!format!("{write:?}").contains("41988445566"));
     }
 }

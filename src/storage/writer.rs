@@ -20,7 +20,6 @@ const MAX_BATCH: usize = 512;
 const QUEUE: usize = 16_384;
 
 /// One write, owning its values.
-#[derive(Debug)]
 pub(super) enum Write {
     ReportDialer(DialerReport),
     RecordingStarted {
@@ -48,6 +47,11 @@ pub(super) enum Write {
     /// Rewrites the health row (readiness).
     Probe {
         at: i64,
+    },
+    /// Deletes up to `limit` finished rows of each table older than `cutoff`.
+    Prune {
+        cutoff: i64,
+        limit: i64,
     },
     Lease {
         now: i64,
@@ -93,6 +97,8 @@ pub(super) enum Write {
 #[derive(Debug)]
 pub(super) enum Applied {
     Done,
+    /// Rows deleted by a prune.
+    Pruned(u64),
     Reported(Reported),
     Leased(Vec<OutboxEntry>),
 }
@@ -357,6 +363,36 @@ async fn apply(
             .execute(&mut **tx)
             .await?;
         }
+        Write::Prune { cutoff, limit } => {
+            // Finished webhooks; calls that ended and have no webhook left to send, with
+            // their legs; recording rows no longer being written. Same ORDER BY and LIMIT,
+            // so legs and calls go together.
+            let mut deleted = 0;
+            for sql in [
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+                    WHERE state IN ('delivered', 'dead') AND created_at < $1
+                    ORDER BY created_at, id LIMIT $2)",
+                "DELETE FROM call_legs WHERE call_id IN (SELECT id FROM calls
+                    WHERE created_at < $1 AND ended_at IS NOT NULL
+                      AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.call_id = calls.id)
+                    ORDER BY created_at, id LIMIT $2)",
+                "DELETE FROM calls WHERE id IN (SELECT id FROM calls
+                    WHERE created_at < $1 AND ended_at IS NOT NULL
+                      AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.call_id = calls.id)
+                    ORDER BY created_at, id LIMIT $2)",
+                "DELETE FROM recordings WHERE rowid IN (SELECT rowid FROM recordings
+                    WHERE started_at < $1 AND state <> 'recording'
+                    ORDER BY started_at LIMIT $2)",
+            ] {
+                deleted += sqlx::query(sql)
+                    .bind(cutoff)
+                    .bind(limit)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+            }
+            return Ok(Applied::Pruned(deleted));
+        }
         Write::Lease { now, limit, until } => {
             let rows = sqlx::query(concat!(
                 "SELECT ",
@@ -541,4 +577,25 @@ async fn report_dialer(
         .fetch_one(&mut **tx)
         .await?;
     Ok(Applied::Reported(Reported::Enqueued { call_id, outbox_id }))
+}
+
+impl std::fmt::Debug for Write {
+    /// The kind of write and what it is about; never its values (phone numbers, URLs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Write::ReportDialer(r) => write!(f, "ReportDialer({})", r.call_id),
+            Write::RecordingStarted { leg, .. } => write!(f, "RecordingStarted({leg})"),
+            Write::RecordingStopped { leg, .. } => write!(f, "RecordingStopped({leg})"),
+            Write::LegHungUp { leg, .. } => write!(f, "LegHungUp({leg})"),
+            Write::LinkBridge { a, b, .. } => write!(f, "LinkBridge({a}, {b})"),
+            Write::Probe { .. } => f.write_str("Probe"),
+            Write::Prune { cutoff, .. } => write!(f, "Prune(before {cutoff})"),
+            Write::Lease { limit, .. } => write!(f, "Lease({limit})"),
+            Write::Delivered { id, .. } => write!(f, "Delivered({id})"),
+            Write::Failed { id, .. } => write!(f, "Failed({id})"),
+            Write::InsertCall { id, .. } => write!(f, "InsertCall({id})"),
+            Write::LinkLeg { leg_id, call_id } => write!(f, "LinkLeg({leg_id}, {call_id})"),
+            Write::SetState { id, .. } => write!(f, "SetState({id})"),
+        }
+    }
 }
