@@ -101,11 +101,15 @@ async fn session(sock: TcpStream, reporter: &Reporter, vars: &DialerConfig) {
     let mut session = OutboundSession::new(sock);
     let data = match session.connect(vars.session_timeout).await {
         Ok(d) => d,
-        Err(OutboundError::Oversized(why)) => {
+        Err(e @ (OutboundError::Oversized(_) | OutboundError::Malformed(_))) => {
             // Not a channel we can read, but the stream is in step: release it after the
             // park like any other, so whatever call it is goes on.
-            DialerStats::inc(&reporter.stats.sessions_oversized);
-            tracing::warn!(reason = %why, "dialer session refused: connect reply too large");
+            if matches!(e, OutboundError::Oversized(_)) {
+                DialerStats::inc(&reporter.stats.sessions_oversized);
+            } else {
+                DialerStats::inc(&reporter.stats.sessions_failed);
+            }
+            tracing::warn!(reason = %e, "dialer session refused: unreadable connect reply");
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if session.wait_parked(PARK_WAIT.min(left)).await == Handoff::TimedOut {
                 DialerStats::inc(&reporter.stats.unparked_closes);

@@ -45,6 +45,10 @@ pub enum OutboundError {
     /// still in step and can wait for the park.
     #[error("{0}")]
     Oversized(String),
+    /// The connect reply was one block but not readable as channel data (a bad
+    /// `Content-Length`); the session is in step and can wait for the park.
+    #[error("{0}")]
+    Malformed(String),
 }
 
 /// The channel a dialplan `socket` app handed us.
@@ -180,6 +184,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> OutboundSession<S> {
                         self.resync(Skip::ToBlankLine).await?;
                         return Err(OutboundError::Oversized(format!(
                             "connect reply over {limit} bytes"
+                        )));
+                    }
+                    Some(Err(CodecError::BadContentLength(v))) => {
+                        // The block was read whole: the stream is in step after it.
+                        self.resync(Skip::Bytes(0)).await?;
+                        return Err(OutboundError::Malformed(format!(
+                            "the connect reply has Content-Length {v:?}"
                         )));
                     }
                     Some(Err(CodecError::BodyTooLarge { announced, .. })) => {

@@ -430,10 +430,16 @@ async fn every_session_is_released_only_after_its_park_so_the_call_goes_on() {
         "d1a1e700-0000-4000-8000-000000000052",
         &[("finaz_crm_id", &"9".repeat(300))],
     );
+    let malformed = connect_reply_with(
+        "d1a1e700-0000-4000-8000-000000000054",
+        &[("finaz_crm_id", "7")],
+        &[("Content-Length", "-5")],
+    );
     for (what, reply) in [
         ("duplicate", duplicate),
         ("untagged", untagged),
         ("unusable", unusable),
+        ("malformed", malformed),
     ] {
         let s = drive(h.dialer(), reply, HOLD).await;
         assert_eq!(s.commands, ["myevents", "connect"], "{what}");
@@ -969,4 +975,73 @@ async fn one_operator_leg_serving_three_customers_gives_three_calls() {
         );
     }
     assert!(service.signal("-TERM").await);
+}
+
+/// Numbers pasted into a CRM with a no-break space or an en dash go through the real
+/// binary: the session is released after the park, the webhook carries the number
+/// percent-encoded as it was, the sessions gauge comes back to zero, nothing panics, and
+/// the logs never hold the whole number.
+#[tokio::test]
+async fn non_ascii_numbers_through_the_binary_neither_panic_nor_leak() {
+    let finaz = FakeFinaz::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (http, admin, dialer, nobody) = (free_port(), free_port(), free_port(), free_port());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [dialer]\nlisten = \"127.0.0.1:{dialer}\"\ntrigger = \"socket\"\n\
+             [freeswitch]\naddress = \"127.0.0.1:{nobody}\"\n\
+             [finaz]\nanswered_url = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n",
+            finaz.template(),
+            dir.path().join("s.db").display()
+        ),
+    )
+    .unwrap();
+    let mut service = start_binary(&config, admin).await;
+    let numbers = ["+55\u{a0}41988445566", "419–88445566"];
+    for (i, number) in numbers.iter().enumerate() {
+        let call = format!("d1a1e700-0000-4000-8000-0000000009a{i}");
+        let s = drive(
+            format!("127.0.0.1:{dialer}").parse().unwrap(),
+            connect_reply(
+                &call,
+                &[("finaz_crm_id", "CRM-NB"), ("finaz_telefone", number)],
+            ),
+            HOLD,
+        )
+        .await;
+        assert!(s.closed_by_adapter);
+        assert_eq!(s.handoff, Handoff::Returned, "{number:?}");
+    }
+    let hits = finaz
+        .wait_for(Duration::from_secs(5), |h| h.len() >= 2)
+        .await;
+    let nums: Vec<String> = hits
+        .iter()
+        .map(|h| param(h, "num").unwrap().to_string())
+        .collect();
+    assert!(
+        nums.contains(&"%2B55%C2%A041988445566".to_string()),
+        "{nums:?}"
+    );
+    assert!(
+        nums.contains(&"419%E2%80%9388445566".to_string()),
+        "{nums:?}"
+    );
+    assert_eq!(
+        metric(admin, "finaz_dialer_sessions_active").await,
+        Some(0.0)
+    );
+    assert!(service.signal("-TERM").await);
+    let logs = service.logs().await;
+    assert!(!logs.contains("panicked"), "{logs}");
+    for n in numbers {
+        assert!(
+            !logs.contains(n),
+            "the whole number is in the logs:\n{logs}"
+        );
+    }
+    assert!(!logs.contains("41988445566"), "{logs}");
 }
