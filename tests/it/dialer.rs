@@ -824,11 +824,7 @@ async fn a_report_refused_by_the_database_is_retried_until_it_lands() {
             .status()
             .as_u16()
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status().await != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    service.wait_ready(admin).await;
     // Another process takes the write lock and keeps it.
     let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
@@ -925,11 +921,7 @@ async fn one_operator_leg_serving_three_customers_gives_three_calls() {
     )
     .unwrap();
     let mut service = start_binary(&config, admin).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fs.connections() == 0 || metric(admin, "finaz_esl_connected").await != Some(1.0) {
-        assert!(Instant::now() < deadline, "never connected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    service.wait_ready(admin).await;
     let agent = "2c101f0f-0000-4000-8000-00000000a6e7";
     let mut expected = Vec::new();
     for i in 1..=3i16 {

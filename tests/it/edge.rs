@@ -309,19 +309,7 @@ async fn a_descriptor_flood_from_a_stranger_does_not_starve_finaz() {
     )
     .unwrap();
     let mut service = Running::spawn_with_nofile(1024, &[], &config, &[]);
-    service
-        .wait_answering(&format!("http://127.0.0.1:{admin}/healthz"))
-        .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while crate::support::get(format!("http://127.0.0.1:{admin}/readyz"))
-        .await
-        .map(|r| r.status())
-        .ok()
-        != Some(reqwest::StatusCode::OK)
-    {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    service.wait_ready(admin).await;
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
     let mut idle = Vec::new();
     for _ in 0..1100 {

@@ -448,19 +448,8 @@ async fn a_recording_that_ended_while_the_adapter_was_down_downloads_after_the_r
     )
     .unwrap();
     let base = format!("http://127.0.0.1:{http}");
-    let ready = async |admin: u16| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = crate::support::get(format!("http://127.0.0.1:{admin}/readyz")).await;
-            if r.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "never ready");
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-    };
     let mut first = Running::spawn(&[], &config, &[]);
-    ready(admin).await;
+    first.wait_ready(admin).await;
     let r = crate::support::http()
         .post(format!("{base}/click2call"))
         .json(&json!({"ramal": "1001", "telefone": "41988445566"}))

@@ -26,7 +26,11 @@ pub struct Running {
 impl Running {
     /// `finaz-freeswitch ARGS --config FILE` with extra environment; stderr kept.
     pub fn spawn(args: &[&str], config: &Path, env: &[(&str, &str)]) -> Running {
-        let child = Command::new(BIN)
+        Self::start(Command::new(BIN), args, config, env)
+    }
+
+    fn start(mut cmd: Command, args: &[&str], config: &Path, env: &[(&str, &str)]) -> Running {
+        let child = cmd
             .args(args)
             .arg("--config")
             .arg(config)
@@ -47,20 +51,24 @@ impl Running {
         config: &Path,
         env: &[(&str, &str)],
     ) -> Running {
-        let child = Command::new("sh")
-            .arg("-c")
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
             .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
-            .arg(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(config)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        Running { child }
+            .arg(BIN);
+        Self::start(sh, args, config, env)
+    }
+
+    /// Waits until the admin listener on `admin` says ready (200 on /readyz).
+    pub async fn wait_ready(&self, admin: u16) {
+        let url = format!("http://127.0.0.1:{admin}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if super::get(&url).await.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{url} never said ready");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
     }
 
     /// Waits until `url` answers at all (any status).
