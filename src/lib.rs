@@ -3,6 +3,7 @@
 //! `esl` is a self-contained event socket library; `config` and `storage` are the service's
 //! foundations; `admin` and `metrics` the operator's view; `app` wires them together.
 
+pub mod accept;
 pub mod admin;
 pub mod admission;
 pub mod app;

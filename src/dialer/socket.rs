@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{Answered, DialerStats, Reporter, Source};
+use crate::accept::{self, Accept};
 use crate::admission::Admission;
 use crate::config::DialerConfig;
 use crate::esl::outbound::{Handoff, OutboundError, OutboundSession};
@@ -38,45 +38,25 @@ pub async fn serve(
     admission: Arc<Admission>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_SESSIONS));
-    let mut sessions = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("never closed"),
-            _ = shutdown.cancelled() => break,
-        };
-        let (sock, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "dialer listener accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        // Only FreeSWITCH may hand us calls: anyone else is closed before a byte is read.
-        let Ok(ticket) = admission.admit(peer.ip()) else {
-            drop(sock);
-            continue;
-        };
-        tracing::trace!(%peer, "dialer session accepted");
-        while sessions.try_join_next().is_some() {}
+    // Only FreeSWITCH may hand us calls: the admission closes anyone else at accept.
+    let how = Accept {
+        name: "dialer",
+        admission,
+        slots: Some(Arc::new(Semaphore::new(MAX_SESSIONS))),
+    };
+    accept::serve(listener, how, shutdown, |sock, peer, ticket| {
         let reporter = reporter.clone();
         let vars = vars.clone();
-        sessions.spawn(async move {
-            let _permit = permit;
+        async move {
             let _ticket = ticket;
             // Counted down on every way out, a panic included.
             let _active = Active::enter(reporter.stats.clone());
+            tracing::trace!(%peer, "dialer session accepted");
             session(sock, &reporter, &vars).await;
             tracing::trace!(%peer, "dialer session closed");
-        });
-    }
-    drop(listener);
-    while sessions.join_next().await.is_some() {}
+        }
+    })
+    .await;
 }
 
 /// One open session in `finaz_dialer_sessions_active`, for as long as it lives.

@@ -15,7 +15,6 @@ use anyhow::Context;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -24,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
+use crate::accept::{self, Accept};
 use crate::admission::Admission;
 
 /// The TCP peer of a request (the allow-list reads it).
@@ -73,28 +73,16 @@ pub async fn serve(
 ) {
     let service = warp::service(routes);
     let head_timeout = limits.head_timeout;
-    let mut conns = JoinSet::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        while conns.try_join_next().is_some() {}
-        // Refused: closed now, before a byte is read (counted and logged by the admission).
-        let Ok(ticket) = limits.admission.admit(peer.ip()) else {
-            drop(tcp);
-            continue;
-        };
-        let (service, tls, stop) = (service.clone(), tls.clone(), shutdown.clone());
-        let deadline = limits.request_deadline;
-        conns.spawn(async move {
+    let deadline = limits.request_deadline;
+    let how = Accept {
+        name: "http",
+        admission: limits.admission,
+        slots: None,
+    };
+    let stop = shutdown.clone();
+    accept::serve(listener, how, shutdown, |tcp, peer, ticket| {
+        let (service, tls, stop) = (service.clone(), tls.clone(), stop.clone());
+        async move {
             let _ticket = ticket;
             let _ = tcp.set_nodelay(true);
             let limits = (head_timeout, deadline);
@@ -110,10 +98,9 @@ pub async fn serve(
                     }
                 }
             }
-        });
-    }
-    drop(listener);
-    while conns.join_next().await.is_some() {}
+        }
+    })
+    .await;
 }
 
 async fn connection<I, S>(
