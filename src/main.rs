@@ -1,86 +1,17 @@
 //! The `finaz-freeswitch` binary: parses the command line and runs the service or a command.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use finaz_freeswitch::cli::OutboxCmd;
+use clap::Parser;
+use finaz_freeswitch::cli::{self, Cmd};
 use finaz_freeswitch::domain::layout::RecordingLayout;
 use finaz_freeswitch::{app, config, doctor, logging, sandbox};
 use tokio_util::sync::CancellationToken;
 
-const USAGE: &str = "usage:
-  finaz-freeswitch [--config FILE]                 run the service
-  finaz-freeswitch check-config [--config FILE]    validate and print the effective config
-  finaz-freeswitch doctor [--ramal EXT] [--config FILE]
-                                                   check FreeSWITCH, storage, recordings, Finaz, ports
-  finaz-freeswitch sandbox [--config FILE]         the real service against a simulated FreeSWITCH
-  finaz-freeswitch outbox list [--state dead|pending|delivered] [--limit N] [--show-url] [--config FILE]
-                                                   webhooks to Finaz (default: the dead ones)
-  finaz-freeswitch outbox retry ID|--all-dead [--config FILE]
-                                                   send dead webhooks again
-  finaz-freeswitch --version | --help
-
-Settings come from the compiled-in defaults, then FILE, then FINAZ_<SECTION>__<KEY>
-environment variables.";
-
-enum Cmd {
-    Run,
-    CheckConfig,
-    Doctor { ramal: Option<String> },
-    Sandbox,
-    Outbox(OutboxCmd),
-}
-
-fn parse_args() -> Result<(Cmd, Option<PathBuf>), String> {
-    let mut cmd = Cmd::Run;
-    let mut file = None;
-    let mut args = std::env::args().skip(1);
-    let mut outbox_args: Option<Vec<String>> = None;
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--config" | "-c" if outbox_args.is_some() => {
-                file = Some(PathBuf::from(args.next().ok_or("--config needs a FILE")?))
-            }
-            _ if outbox_args.is_some() => outbox_args.as_mut().expect("some").push(a),
-            "check-config" => cmd = Cmd::CheckConfig,
-            "doctor" => cmd = Cmd::Doctor { ramal: None },
-            "sandbox" => cmd = Cmd::Sandbox,
-            "--ramal" => match &mut cmd {
-                Cmd::Doctor { ramal } => {
-                    *ramal = Some(args.next().ok_or("--ramal needs an EXTENSION")?)
-                }
-                _ => return Err("--ramal goes with doctor".into()),
-            },
-            "outbox" => outbox_args = Some(Vec::new()),
-            "--config" | "-c" => {
-                file = Some(PathBuf::from(args.next().ok_or("--config needs a FILE")?))
-            }
-            s if s.starts_with("--config=") => file = Some(PathBuf::from(&s[9..])),
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            "--version" | "-V" => {
-                println!("finaz-freeswitch {}", env!("CARGO_PKG_VERSION"));
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    if let Some(a) = outbox_args {
-        cmd = Cmd::Outbox(OutboxCmd::parse(&a)?);
-    }
-    Ok((cmd, file))
-}
-
 fn main() -> ExitCode {
-    let (cmd, file) = match parse_args() {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // Usage errors exit 2 with the usage; --help and --version exit 0.
+    let args = cli::Args::parse();
+    let (cmd, file) = (args.command, args.config);
     let (raw, mut config) = match config::load(file.as_deref()) {
         Ok(v) => v,
         Err(e) => {
@@ -88,12 +19,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Cmd::CheckConfig = cmd {
+    if let Some(Cmd::CheckConfig) = cmd {
         print!("{}", raw.redacted_toml());
         eprintln!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    if let Cmd::Outbox(outbox) = &cmd {
+    if let Some(Cmd::Outbox(outbox)) = &cmd {
         let result = tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(outbox.run(&config)));
@@ -112,7 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Cmd::Doctor { ramal } = &cmd {
+    if let Some(Cmd::Doctor { ramal }) = &cmd {
         let checks = runtime.block_on(doctor::run(&config, ramal.as_deref()));
         for c in &checks {
             println!("{}", c.line());
@@ -125,7 +56,7 @@ fn main() -> ExitCode {
         println!("all checks passed");
         return ExitCode::SUCCESS;
     }
-    let sandbox = matches!(cmd, Cmd::Sandbox);
+    let sandbox = matches!(cmd, Some(Cmd::Sandbox));
     logging::init(&config.log, sandbox);
     raise_descriptor_limit();
     let options = if sandbox {
