@@ -135,6 +135,8 @@ pub fn routes(
         .unify()
         .or(sandbox_dialer.map(warp::Reply::into_response))
         .unify()
+        .recover(|r: warp::Rejection| async move { Ok::<_, Infallible>(rejection(&r)) })
+        .unify()
         .map(move |mut r: warp::reply::Response| {
             if sandboxed {
                 r.headers_mut().insert(
@@ -144,12 +146,46 @@ pub fn routes(
             }
             r
         })
-        .recover(|_| async {
-            Ok::<_, Infallible>(warp::reply::with_status(
-                warp::reply::json(&serde_json::json!({ "error": "not_found" })),
-                StatusCode::NOT_FOUND,
-            ))
-        })
+}
+
+/// The one answer for every refusal of the admin listener: its status and a code.
+fn rejection(r: &warp::Rejection) -> warp::reply::Response {
+    use warp::Reply;
+    let (status, code, message) = if r.is_not_found() {
+        (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint".to_string(),
+        )
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "wrong method for this endpoint (GET /healthz /readyz /metrics, POST /sandbox/dialer)"
+                .to_string(),
+        )
+    } else if let Some(e) = r.find::<warp::filters::body::BodyDeserializeError>() {
+        (StatusCode::BAD_REQUEST, "malformed_body", e.to_string())
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the body is larger than 16 KiB".to_string(),
+        )
+    } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send JSON (Content-Type: application/json)".to_string(),
+        )
+    } else {
+        (StatusCode::BAD_REQUEST, "bad_request", format!("{r:?}"))
+    };
+    warp::reply::with_status(
+        warp::reply::json(&serde_json::json!({ "error": code, "message": message })),
+        status,
+    )
+    .into_response()
 }
 
 fn with_state_sandbox(

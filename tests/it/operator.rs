@@ -460,3 +460,40 @@ async fn json_logs_in_the_sandbox_are_json_and_say_so() {
     }
     assert!(lines >= 3, "{logs}");
 }
+
+/// The admin listener answers what went wrong: an unknown path is 404, a wrong method 405,
+/// a body that is not JSON 400; each with a code.
+#[tokio::test]
+async fn admin_refusals_say_what_went_wrong() {
+    let h = Harness::start(Extra::default()).await;
+    let http = crate::support::http();
+    let url = |p: &str| format!("{}{p}", h.admin);
+    let code = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap();
+        (status, body["error"].as_str().unwrap_or("").to_string())
+    };
+    let cases = [
+        (http.get(url("/nothing")), 404, "not_found"),
+        (http.post(url("/metrics")), 405, "method_not_allowed"),
+        (http.get(url("/sandbox/dialer")), 405, "method_not_allowed"),
+        (
+            http.post(url("/sandbox/dialer"))
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+            "malformed_body",
+        ),
+    ];
+    for (req, status, want) in cases {
+        assert_eq!(
+            code(req.send().await.unwrap()).await,
+            (status, want.to_string())
+        );
+    }
+    assert_eq!(
+        http.get(url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    h.stop().await;
+}
