@@ -243,3 +243,31 @@ fn every_documented_error_code_exists_in_the_code() {
         );
     }
 }
+
+/// The YAML slip that made standard validators reject the file: an unquoted comma in a flow
+/// mapping (`{description: As GET, without the body.}`) silently makes a second key with no
+/// value. No key of the description may be null. (CI also runs a standard validator.)
+#[test]
+fn no_key_of_the_description_is_left_without_a_value() {
+    fn walk(v: &Value, at: &str, bad: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    if v.is_null() {
+                        bad.push(format!("{at}/{k}"));
+                    }
+                    walk(v, &format!("{at}/{k}"), bad);
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    walk(v, &format!("{at}/{i}"), bad);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut bad = Vec::new();
+    walk(&spec(), "", &mut bad);
+    assert!(bad.is_empty(), "keys without a value (quote values holding a comma): {bad:?}");
+}
