@@ -269,5 +269,8 @@ fn no_key_of_the_description_is_left_without_a_value() {
     }
     let mut bad = Vec::new();
     walk(&spec(), "", &mut bad);
-    assert!(bad.is_empty(), "keys without a value (quote values holding a comma): {bad:?}");
+    assert!(
+        bad.is_empty(),
+        "keys without a value (quote values holding a comma): {bad:?}"
+    );
 }
