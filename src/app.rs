@@ -174,6 +174,9 @@ impl Service {
         options: Options,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Service> {
+        // Once, before the listener's TLS and the webhook client need it (main does it too;
+        // in-process services in tests and tools start here).
+        install_tls_provider();
         let storage = Storage::open(&config.storage_url).await.with_context(|| {
             format!(
                 "opening storage {}",
@@ -208,7 +211,6 @@ impl Service {
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
-        install_tls_provider();
         let http_client = reqwest::Client::builder()
             .user_agent(concat!("finaz-freeswitch/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.finaz.delivery_timeout)

@@ -369,7 +369,6 @@ async fn finaz_check(config: &Config) -> Check {
         }
         Err(e) => return Check::fail(NAME, e.to_string(), "fix finaz.answered_url"),
     };
-    crate::app::install_tls_provider();
     let client = match reqwest::Client::builder()
         .timeout(config.finaz.delivery_timeout)
         .build()

@@ -9,6 +9,8 @@ use finaz_freeswitch::{app, config, doctor, logging, sandbox};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // Every TLS connection of the process (webhooks, doctor, the HTTPS listener) uses ring.
+    app::install_tls_provider();
     // Usage errors exit 2 with the usage; --help and --version exit 0.
     let args = cli::Args::parse();
     let (cmd, file) = (args.command, args.config);

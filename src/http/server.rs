@@ -43,7 +43,6 @@ pub fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     );
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("reading http.tls_key {}", key.display()))?;
-    crate::app::install_tls_provider();
     let mut config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
