@@ -11,22 +11,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::{Click2CallError, Placed};
-use crate::domain::values::{Ramal, Telefone};
+use crate::domain::values::{IdempotencyKey, Ramal, Telefone};
 
 /// What waiters of one attempt see: `None` until the attempt is decided.
 pub type Outcome = Option<Result<Placed, Click2CallError>>;
-
-/// An `Idempotency-Key` header value: 1 to 128 visible ASCII characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    pub fn parse(raw: &str) -> Option<Self> {
-        let v = raw.trim();
-        (!v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .then(|| IdempotencyKey(v.to_string()))
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {

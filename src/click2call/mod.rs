@@ -20,11 +20,11 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::originate::OriginatePlan;
-use crate::domain::values::{CallId, Ramal, Telefone};
+use crate::domain::values::{CallId, IdempotencyKey, Ramal, Telefone};
 use crate::esl::{Client, ClientError, ConnectionState, Event, Job};
 use crate::logging::mask_phone;
 use crate::storage::{CallKind, CallState, NewCall, Storage, now_ms};
-use dedupe::{Claim, Dedupe, IdempotencyKey, Outcome};
+use dedupe::{Claim, Dedupe, Outcome};
 
 /// A click2call asked for by Finaz, already validated.
 #[derive(Debug, Clone)]

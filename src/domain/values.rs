@@ -74,6 +74,18 @@ impl Telefone {
     }
 }
 
+/// An `Idempotency-Key` header value: 1 to 128 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(raw: &str) -> Option<Self> {
+        let v = raw.trim();
+        (!v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .then(|| IdempotencyKey(v.to_string()))
+    }
+}
+
 /// A call id we hand out: a lowercase hyphenated UUID, nothing else.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct CallId(String);

@@ -8,8 +8,8 @@ use warp::reply::Response;
 
 use super::reply::{self, ApiError, Format};
 use super::{Ctx, ENDPOINT_CLICK2CALL};
-use crate::click2call::dedupe::IdempotencyKey;
 use crate::click2call::{Click2CallError, Request};
+use crate::domain::values::IdempotencyKey;
 use crate::domain::values::{InvalidField, Ramal, Telefone};
 
 /// The fields of a request, wherever they came from, before validation.
