@@ -6,7 +6,7 @@ use std::time::Instant;
 use warp::http::{HeaderMap, StatusCode, header};
 use warp::reply::Response;
 
-use super::reply::{self, ApiError, Format};
+use super::reply::{self, ApiError, answer_format};
 use super::{Ctx, ENDPOINT_CLICK2CALL};
 use crate::click2call::{Click2CallError, Request};
 use crate::domain::values::IdempotencyKey;
@@ -163,20 +163,6 @@ pub fn parse_fields(
         }
     }
     Ok(fields)
-}
-
-/// JSON when the body was JSON or `Accept` names JSON; else plain text.
-pub fn answer_format(headers: &HeaderMap, json_body: bool) -> Format {
-    let accepts_json = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/json") || v.contains("+json"));
-    if json_body || accepts_json {
-        Format::Json
-    } else {
-        Format::Text
-    }
 }
 
 fn invalid(e: InvalidField) -> ApiError {

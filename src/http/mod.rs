@@ -219,7 +219,7 @@ where
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.contains("json"));
-    let format = click2call::answer_format(&headers, json_request);
+    let format = reply::answer_format(&headers, json_request);
     let endpoint = if path == ctx.click2call_path {
         ENDPOINT_CLICK2CALL
     } else if path == ctx.recording_path {

@@ -70,7 +70,7 @@ fn error_for(e: &RecordingError) -> ApiError {
 
 /// Handles a download whose source address already passed the allow-list.
 pub async fn handle(ctx: &Ctx, method: &Method, headers: &HeaderMap, query: &str) -> Response {
-    let format = super::click2call::answer_format(headers, false);
+    let format = super::reply::answer_format(headers, false);
     let refuse = |e: ApiError| ctx.refuse(ENDPOINT_RECORDING, &e.allow("GET, HEAD"), format);
     if method != Method::GET && method != Method::HEAD {
         return refuse(ApiError::new(

@@ -72,6 +72,20 @@ pub enum Format {
     Text,
 }
 
+/// JSON when the body was JSON or `Accept` names JSON; else plain text.
+pub fn answer_format(headers: &warp::http::HeaderMap, json_body: bool) -> Format {
+    let accepts_json = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json") || v.contains("+json"));
+    if json_body || accepts_json {
+        Format::Json
+    } else {
+        Format::Text
+    }
+}
+
 fn response(status: StatusCode, format: Format, body: String) -> Response {
     let mut r = Response::new(body.into());
     *r.status_mut() = status;
