@@ -84,6 +84,14 @@ pub fn routes(
         .and(with_state)
         .then(|s: AdminState| async move {
             let mut out = String::new();
+            let ready = not_ready_reason(&s).await.is_none();
+            crate::metrics::scalar(
+                &mut out,
+                "finaz_ready",
+                "gauge",
+                "1 while /readyz would answer 200 (event socket authenticated, storage takes writes).",
+                u8::from(ready),
+            );
             crate::metrics::render_esl(&mut out, s.esl.stats(), s.esl.is_connected());
             s.http.render(&mut out);
             s.dialer.render(&mut out);

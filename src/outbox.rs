@@ -102,6 +102,18 @@ impl Outbox {
                 Err(e) => tracing::warn!(error = %e, "outbox count for metrics failed"),
             }
         }
+        match self.storage.oldest_pending().await {
+            Ok(at) => crate::metrics::scalar(
+                out,
+                "finaz_outbox_oldest_pending_age_seconds",
+                "gauge",
+                "Age of the oldest webhook still waiting to be delivered (0 when none waits).",
+                at.map_or(0, |at| {
+                    ((crate::storage::now_ms() - at).max(0) / 1000) as u64
+                }),
+            ),
+            Err(e) => tracing::warn!(error = %e, "oldest pending webhook for metrics failed"),
+        }
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let m = |out: &mut String, name: &str, kind: &str, help: &str, v: u64| {
             crate::metrics::scalar(out, name, kind, help, v)

@@ -255,6 +255,15 @@ impl Storage {
         Ok(n)
     }
 
+    /// When the oldest webhook still waiting was stored (unix ms), if any is waiting.
+    pub async fn oldest_pending(&self) -> Result<Option<i64>, StorageError> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(created_at) FROM outbox WHERE state = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(at)
+    }
+
     /// The outbox entry of a call, if any.
     pub async fn outbox_for_call(
         &self,

@@ -6,6 +6,7 @@ mod click2call;
 mod client;
 mod codec_props;
 mod conformance;
+mod dashboards;
 mod dialer;
 mod edge;
 mod openapi;
