@@ -193,7 +193,7 @@ impl Service {
             config.http.tls_cert.as_deref(),
             config.http.tls_key.as_deref(),
         )?;
-        let plan = OriginatePlan::new(&config.freeswitch, &config.recordings)
+        let plan = OriginatePlan::new(&config.plan_settings())
             .map_err(|e| anyhow::anyhow!("{}", e.join("; ")))?;
         let answered_url = AnsweredUrl::parse(&config.finaz.answered_url)
             .map_err(|e| anyhow::anyhow!("finaz.answered_url: {e}"))?;

@@ -7,6 +7,7 @@
 
 mod raw;
 
+use crate::domain::originate::PlanSettings;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +43,28 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+impl Config {
+    /// What the originate plan is built from, taken from `[freeswitch]` and `[recordings]`.
+    pub fn plan_settings(&self) -> PlanSettings {
+        plan_settings(&self.freeswitch, &self.recordings)
+    }
+}
+
+/// The originate plan's inputs from the two sections.
+pub(crate) fn plan_settings(fs: &FreeswitchConfig, rec: &RecordingsConfig) -> PlanSettings {
+    PlanSettings {
+        operator_endpoint: fs.operator_endpoint.clone(),
+        customer_destination: fs.customer_destination.clone(),
+        caller_id_name: fs.caller_id_name.clone(),
+        caller_id_number: fs.caller_id_number.clone(),
+        originate_timeout: fs.originate_timeout,
+        record: rec.record_click2call,
+        recordings_dir: rec.dir.clone(),
+        path_template: rec.path_template.clone(),
+        stereo: rec.stereo,
     }
 }
 

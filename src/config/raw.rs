@@ -463,7 +463,8 @@ impl RawConfig {
         };
         // Originate templates and the recording path end up on a command line: checked by
         // the code that builds it.
-        if let Err(plan_errs) = OriginatePlan::new(&freeswitch, &recordings) {
+        if let Err(plan_errs) = OriginatePlan::new(&super::plan_settings(&freeswitch, &recordings))
+        {
             errs.extend(plan_errs);
         }
         if !errs.is_empty() {

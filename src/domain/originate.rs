@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use super::layout::RecordingLayout;
 use super::values::{CallId, Ramal, Telefone};
-use crate::config::{FreeswitchConfig, RecordingsConfig};
 
 /// A template split into literal text and the validated values it takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +152,22 @@ pub struct OriginatePlan {
     stereo: bool,
 }
 
+/// What an [`OriginatePlan`] is built from: the `[freeswitch]` templates and the
+/// `[recordings]` settings (the configuration fills it; this module knows nothing of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanSettings {
+    pub operator_endpoint: String,
+    pub customer_destination: String,
+    pub caller_id_name: String,
+    pub caller_id_number: String,
+    pub originate_timeout: Duration,
+    /// Whether click2calls are recorded (`recordings.record_click2call`).
+    pub record: bool,
+    pub recordings_dir: PathBuf,
+    pub path_template: String,
+    pub stereo: bool,
+}
+
 /// What one originate will do: the command text and where its recording will be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Originate {
@@ -164,7 +179,8 @@ pub struct Originate {
 
 impl OriginatePlan {
     /// Checks every template and path; `Err` lists each problem with its config key.
-    pub fn new(fs: &FreeswitchConfig, rec: &RecordingsConfig) -> Result<Self, Vec<String>> {
+    pub fn new(fs: &PlanSettings) -> Result<Self, Vec<String>> {
+        let rec = fs;
         let mut errs = Vec::new();
         fn take(errs: &mut Vec<String>, r: Result<Template, String>) -> Template {
             r.unwrap_or_else(|e| {
@@ -243,11 +259,14 @@ impl OriginatePlan {
         if fs.originate_timeout.as_secs() == 0 {
             errs.push("freeswitch.originate_timeout must be at least 1s".into());
         }
-        let recordings = if rec.record_click2call {
-            match check_recordings_dir(&rec.dir)
+        let recordings = if rec.record {
+            match check_recordings_dir(&rec.recordings_dir)
                 .and_then(|()| check_path_template(&rec.path_template))
             {
-                Ok(()) => Some(RecordingLayout::new(&rec.dir, &rec.path_template)),
+                Ok(()) => Some(RecordingLayout::new(
+                    &rec.recordings_dir,
+                    &rec.path_template,
+                )),
                 Err(e) => {
                     errs.push(e);
                     None
@@ -365,14 +384,26 @@ fn check_recordings_dir(dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
 
-    fn plan_with(
-        edit: impl FnOnce(&mut FreeswitchConfig, &mut RecordingsConfig),
-    ) -> Result<OriginatePlan, Vec<String>> {
-        let (_, mut c) = config::load(None).unwrap();
-        edit(&mut c.freeswitch, &mut c.recordings);
-        OriginatePlan::new(&c.freeswitch, &c.recordings)
+    /// The shipped defaults (src/config/default.toml).
+    fn defaults() -> PlanSettings {
+        PlanSettings {
+            operator_endpoint: "user/{ramal}".into(),
+            customer_destination: "{telefone} XML default".into(),
+            caller_id_name: "Finaz".into(),
+            caller_id_number: String::new(),
+            originate_timeout: Duration::from_secs(30),
+            record: true,
+            recordings_dir: "/var/lib/freeswitch/recordings".into(),
+            path_template: "{yyyy}/{mm}/{dd}/{uuid}.wav".into(),
+            stereo: false,
+        }
+    }
+
+    fn plan_with(edit: impl FnOnce(&mut PlanSettings)) -> Result<OriginatePlan, Vec<String>> {
+        let mut s = defaults();
+        edit(&mut s);
+        OriginatePlan::new(&s)
     }
 
     fn call() -> CallId {
@@ -381,7 +412,7 @@ mod tests {
 
     #[test]
     fn default_plan_renders_the_captured_shape() {
-        let plan = plan_with(|_, _| {}).unwrap();
+        let plan = plan_with(|_| {}).unwrap();
         let o = plan
             .render(
                 &call(),
@@ -408,8 +439,8 @@ mod tests {
 
     #[test]
     fn stereo_caller_id_templates_and_no_recording() {
-        let plan = plan_with(|fs, rec| {
-            rec.stereo = true;
+        let plan = plan_with(|fs| {
+            fs.stereo = true;
             fs.caller_id_name = "Cliente {telefone}".into();
             fs.caller_id_number = "{telefone}".into();
             fs.operator_endpoint = "sofia/internal/{ramal}@pbx.example;transport=tcp".into();
@@ -432,7 +463,7 @@ mod tests {
             "{}",
             o.command
         );
-        let plan = plan_with(|_, rec| rec.record_click2call = false).unwrap();
+        let plan = plan_with(|rec| rec.record = false).unwrap();
         let o = plan
             .render(
                 &call(),
@@ -447,7 +478,7 @@ mod tests {
 
     #[test]
     fn click2call_records_where_the_layout_says() {
-        let plan = plan_with(|_, rec| rec.path_template = "click2call/{uuid}.wav".into()).unwrap();
+        let plan = plan_with(|rec| rec.path_template = "click2call/{uuid}.wav".into()).unwrap();
         let o = plan
             .render(
                 &call(),
@@ -462,7 +493,7 @@ mod tests {
                 "/var/lib/freeswitch/recordings/click2call/33c74a7d-a7d7-4947-94d0-d95bac1b228a.wav"
             )
         );
-        let errs = plan_with(|_, rec| rec.path_template = "{uuid} x.wav".into()).unwrap_err();
+        let errs = plan_with(|rec| rec.path_template = "{uuid} x.wav".into()).unwrap_err();
         assert!(
             errs.iter().any(|e| e.contains("recordings.path_template")),
             "{errs:?}"
@@ -471,59 +502,59 @@ mod tests {
 
     #[test]
     fn unsafe_templates_are_refused_at_startup_with_their_key() {
-        type Edit = Box<dyn Fn(&mut FreeswitchConfig, &mut RecordingsConfig)>;
+        type Edit = Box<dyn Fn(&mut PlanSettings)>;
         let cases: Vec<(Edit, &str)> = vec![
             (
-                Box::new(|fs, _| fs.operator_endpoint = "user/{ramal},user/666".into()),
+                Box::new(|fs| fs.operator_endpoint = "user/{ramal},user/666".into()),
                 "freeswitch.operator_endpoint",
             ),
             (
-                Box::new(|fs, _| fs.operator_endpoint = "{x}user/{ramal}".into()),
+                Box::new(|fs| fs.operator_endpoint = "{x}user/{ramal}".into()),
                 "unknown placeholder",
             ),
             (
-                Box::new(|fs, _| fs.operator_endpoint = "user/1001".into()),
+                Box::new(|fs| fs.operator_endpoint = "user/1001".into()),
                 "must contain {ramal}",
             ),
             (
-                Box::new(|fs, _| fs.operator_endpoint = "user/${ramal}".into()),
+                Box::new(|fs| fs.operator_endpoint = "user/${ramal}".into()),
                 "freeswitch.operator_endpoint",
             ),
             (
-                Box::new(|fs, _| fs.customer_destination = "&park()".into()),
+                Box::new(|fs| fs.customer_destination = "&park()".into()),
                 "freeswitch.customer_destination",
             ),
             (
-                Box::new(|fs, _| fs.customer_destination = "{telefone} XML default extra".into()),
+                Box::new(|fs| fs.customer_destination = "{telefone} XML default extra".into()),
                 "customer_destination",
             ),
             (
-                Box::new(|fs, _| fs.customer_destination = "{telefone} XML def'ault".into()),
+                Box::new(|fs| fs.customer_destination = "{telefone} XML def'ault".into()),
                 "dialplan and context",
             ),
             (
-                Box::new(|fs, _| fs.caller_id_name = "a'b".into()),
+                Box::new(|fs| fs.caller_id_name = "a'b".into()),
                 "freeswitch.caller_id_name",
             ),
             (
-                Box::new(|fs, _| fs.caller_id_number = "1,2".into()),
+                Box::new(|fs| fs.caller_id_number = "1,2".into()),
                 "freeswitch.caller_id_number",
             ),
             (
-                Box::new(|_, rec| rec.dir = "relative/dir".into()),
+                Box::new(|rec| rec.recordings_dir = "relative/dir".into()),
                 "recordings.dir",
             ),
             (
-                Box::new(|_, rec| rec.dir = "/var/rec/../../etc".into()),
+                Box::new(|rec| rec.recordings_dir = "/var/rec/../../etc".into()),
                 "recordings.dir",
             ),
             (
-                Box::new(|_, rec| rec.dir = "/var/my recordings".into()),
+                Box::new(|rec| rec.recordings_dir = "/var/my recordings".into()),
                 "recordings.dir",
             ),
         ];
         for (edit, expect) in cases {
-            let errs = plan_with(|fs, rec| edit(fs, rec)).unwrap_err();
+            let errs = plan_with(|fs| edit(fs)).unwrap_err();
             assert!(
                 errs.iter().any(|e| e.contains(expect)),
                 "{expect}: {errs:?}"
@@ -531,9 +562,9 @@ mod tests {
         }
         // A bad recordings.dir is fine when the adapter does not record.
         assert!(
-            plan_with(|_, rec| {
-                rec.dir = "relative".into();
-                rec.record_click2call = false;
+            plan_with(|rec| {
+                rec.recordings_dir = "relative".into();
+                rec.record = false;
             })
             .is_ok()
         );
