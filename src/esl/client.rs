@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
+use super::backoff::Backoff;
 use super::codec::EslCodec;
 use super::command::{Command, EventFormat};
 use super::error::ClientError;
@@ -255,14 +256,6 @@ enum Ended {
     Stop,
 }
 
-/// Between attempts on a port that refuses (or a host that cannot be reached): trying again
-/// costs FreeSWITCH nothing, and a restarted switch should find us within about a second.
-const REFUSED_RETRY: Duration = Duration::from_millis(500);
-
-/// A connection that stayed up this long was healthy: its loss starts the backoff afresh.
-/// Shorter ones (a switch that accepts and drops at once) keep growing it.
-const STABLE: Duration = Duration::from_secs(30);
-
 /// Why an attempt failed, which decides how soon to try again.
 struct Failed {
     reason: String,
@@ -272,51 +265,13 @@ struct Failed {
     accepted: bool,
 }
 
-/// When to try again: refused ports at a short fixed pace, everything else with capped
-/// exponential backoff; both jittered so that many adapters do not retry in step.
-struct Backoff {
-    next: Duration,
-    initial: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    fn new(config: &ClientConfig) -> Self {
-        Backoff {
-            next: config.backoff_initial,
-            initial: config.backoff_initial,
-            max: config.backoff_max,
-        }
-    }
-
-    /// The delay after a failure; `accepted` failures grow the backoff.
-    fn after_failure(&mut self, accepted: bool) -> Duration {
-        let base = if accepted {
-            let d = self.next;
-            self.next = (self.next * 2).min(self.max);
-            d
-        } else {
-            REFUSED_RETRY.min(self.max)
-        };
-        base.mul_f64(0.75 + fastrand::f64() * 0.5)
-    }
-
-    /// A connection that was up for `up` ended: healthy ones reset the backoff.
-    fn after_connection(&mut self, up: Duration) -> Duration {
-        if up >= STABLE {
-            self.next = self.initial;
-        }
-        self.after_failure(true)
-    }
-}
-
 async fn supervise(
     config: ClientConfig,
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Request>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(&config);
+    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
     let mut connected_before = false;
     loop {
         let attempt = refuse_while(connect(&config), &mut rx, &shutdown).await;

@@ -8,6 +8,7 @@
 //! - [`client`]: the inbound client (pipelined replies, bgapi jobs, events, reconnects);
 //! - [`outbound`]: one session of the outbound (`socket` app) mode.
 
+mod backoff;
 pub mod client;
 pub mod codec;
 pub mod command;
