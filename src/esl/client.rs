@@ -14,6 +14,8 @@
 //! after a connection that stayed up.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -430,13 +432,20 @@ async fn run_connection(
     shutdown: &CancellationToken,
 ) -> Ended {
     let pending: Mutex<VecDeque<Pending>> = Mutex::new(VecDeque::new());
-    // When the last frame arrived: the writer probes an idle connection and ends a silent one.
-    let last_frame = Mutex::new(Instant::now());
+    // When the last frame arrived (ms since `opened`): one relaxed store per frame on the
+    // reader's path; the writer probes an idle connection and the watchdog ends a silent one.
+    let opened = Instant::now();
+    let last_frame = AtomicU64::new(0);
+    let idle = || {
+        opened
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last_frame.load(Relaxed)))
+    };
     let reader = async {
         loop {
             match read.next().await {
                 Some(Ok(frame)) => {
-                    *last_frame.lock().expect("lock") = Instant::now();
+                    last_frame.store(opened.elapsed().as_millis() as u64, Relaxed);
                     if let Some(reason) = on_frame(frame, &pending, shared) {
                         return Ended::Lost(reason);
                     }
@@ -456,8 +465,7 @@ async fn run_connection(
                     None => return Ended::Stop,
                 },
                 _ = tick.tick() => {
-                    let idle = last_frame.lock().expect("lock").elapsed();
-                    if idle >= liveness / 3 {
+                    if idle() >= liveness / 3 {
                         // An idle connection is asked something cheap; the reply (or any
                         // event) proves it alive. Nobody waits for it: a tombstone slot.
                         let (reply, _) = oneshot::channel();
@@ -500,7 +508,7 @@ async fn run_connection(
     let watchdog = async {
         loop {
             tokio::time::sleep(liveness / 6).await;
-            let idle = last_frame.lock().expect("lock").elapsed();
+            let idle = idle();
             if idle >= liveness {
                 ClientStats::inc(&shared.stats.liveness_failures);
                 return Ended::Lost(format!(
