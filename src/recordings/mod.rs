@@ -180,10 +180,9 @@ impl Recordings {
             return true;
         }
         for leg in legs {
-            match self.esl.api(&format!("uuid_exists {leg}")).await {
-                Ok(r) if r.trim() == "true" => return true,
-                Ok(_) => {}
-                Err(_) => return true,
+            // Cannot ask: assume it may still be recording.
+            if reconcile::leg_exists(&self.esl, leg).await.unwrap_or(true) {
+                return true;
             }
         }
         false

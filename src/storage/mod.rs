@@ -296,12 +296,6 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StorageError> {
 }
 
 impl Storage {
-    /// A cheap round trip, for readiness.
-    pub async fn ping(&self) -> Result<(), StorageError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     /// Deletes up to `limit` finished rows per table older than `cutoff` (unix ms), in one
     /// short transaction; how many rows went. Call it until it returns 0.
     pub async fn prune_batch(&self, cutoff: i64, limit: i64) -> Result<u64, StorageError> {
@@ -420,7 +414,7 @@ mod tests {
     async fn creates_the_file_and_migrates_once() {
         let (dir, s, url) = temp().await;
         assert!(dir.path().join("t.db").exists());
-        s.ping().await.unwrap();
+        s.check_writable().await.unwrap();
         s.close().await;
         // Reopening applies nothing twice and keeps data.
         let s = Storage::open(&url).await.unwrap();
