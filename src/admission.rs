@@ -146,10 +146,12 @@ impl Admission {
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
         let name = self.rules.name;
-        let _ = writeln!(
+        crate::metrics::scalar(
             out,
-            "# HELP finaz_{name}_connections_open Connections open on the {name} listener.\n# TYPE finaz_{name}_connections_open gauge\nfinaz_{name}_connections_open {}",
-            self.open()
+            &format!("finaz_{name}_connections_open"),
+            "gauge",
+            &format!("Connections open on the {name} listener."),
+            self.open(),
         );
         let _ = writeln!(
             out,
