@@ -136,11 +136,9 @@ async fn main() {
                     crm_id: format!("CRM-{i}"),
                     telefone: Some("41988445566".into()),
                     ramal: Some("1001".into()),
+                    url: template.render(&format!("CRM-{i}"), "41988445566", &call, "1001", ""),
                     legs: vec![call],
                     give_up_at: now_ms() + 86_400_000,
-                    url: Box::new(move |cid| {
-                        template.render(&format!("CRM-{i}"), "41988445566", cid, "1001", "")
-                    }),
                 })
                 .await
                 .unwrap()

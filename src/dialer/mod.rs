@@ -467,12 +467,12 @@ impl Reporter {
     /// Stores the call and its webhook once (durable when this returns `Ok`), then wakes
     /// the outbox to send it. [`Reporter::report_until_stored`] retries it.
     pub async fn report(&self, a: Answered) -> Result<Reported, StorageError> {
-        let url = self.url.clone();
-        let (pid, num, ramal, empresa) = (
-            a.crm_id.clone(),
-            a.telefone.clone().unwrap_or_default(),
-            a.ramal.clone().unwrap_or_default(),
-            self.empresa_id.clone(),
+        let url = self.url.render(
+            &a.crm_id,
+            a.telefone.as_deref().unwrap_or_default(),
+            &a.call_id,
+            a.ramal.as_deref().unwrap_or_default(),
+            &self.empresa_id,
         );
         let report = DialerReport {
             call_id: a.call_id.clone(),
@@ -482,7 +482,7 @@ impl Reporter {
             ramal: a.ramal.clone(),
             legs: a.legs.clone(),
             give_up_at: now_ms() + self.max_retry_age.as_millis() as i64,
-            url: Box::new(move |cid| url.render(&pid, &num, cid, &ramal, &empresa)),
+            url,
         };
         let result = self.storage.report_dialer_call(report).await;
         let telefone = a

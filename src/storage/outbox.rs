@@ -1,16 +1,17 @@
 //! The webhook outbox: answered dialer calls recorded with their webhook in one commit, then
 //! leased, delivered or retried, and kept as dead when they run out of time.
 //!
-//! Every state change goes through the writer task, so a report from the socket and one from
-//! the events of the same call are serialised: whichever commits first enqueues the webhook,
-//! the other finds the call by one of its legs and only links what it knows.
+//! Every state change is an operation on the executor, so a report from the socket and one
+//! from the events of the same call are serialised: whichever commits first enqueues the
+//! webhook, the other finds the call by one of its legs and only links what it knows.
 
 use std::fmt;
 
+use futures_util::FutureExt;
 use sqlx::Row;
+use sqlx::sqlite::SqliteConnection;
 
-use super::writer::Write;
-use super::{Storage, StorageError, now_ms};
+use super::{Storage, StorageError, calls, now_ms};
 
 /// Where an outbox entry stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +65,8 @@ macro_rules! entry_columns {
         "id, call_id, url, state, attempts, created_at, next_attempt_at, last_error, delivered_at, give_up_at, lease"
     };
 }
-pub(super) use entry_columns;
 
-pub(super) fn entry(r: &sqlx::sqlite::SqliteRow) -> OutboxEntry {
+fn entry(r: &sqlx::sqlite::SqliteRow) -> OutboxEntry {
     OutboxEntry {
         id: r.get(0),
         call_id: r.get(1),
@@ -82,9 +82,6 @@ pub(super) fn entry(r: &sqlx::sqlite::SqliteRow) -> OutboxEntry {
     }
 }
 
-/// Builds a call's webhook URL from the call id that ends up holding it.
-pub type UrlFor = Box<dyn Fn(&str) -> String + Send + Sync>;
-
 /// An operator answered a tagged dialer call: what to record and whom to tell.
 pub struct DialerReport {
     /// The call id Finaz gets (`cid`), unless this conversation was reported already.
@@ -99,7 +96,9 @@ pub struct DialerReport {
     pub legs: Vec<String>,
     /// When retrying the webhook stops.
     pub give_up_at: i64,
-    pub url: UrlFor,
+    /// The webhook, built by the caller for `call_id` (which, when this conversation already
+    /// has a call, is linked to it: Finaz finds the same call by either id).
+    pub url: String,
 }
 
 impl fmt::Debug for DialerReport {
@@ -131,10 +130,11 @@ impl Storage {
     /// Records an answered dialer call and its webhook in one commit; a call one of whose
     /// legs was already reported is a duplicate.
     pub async fn report_dialer_call(&self, report: DialerReport) -> Result<Reported, StorageError> {
-        match self.writer.apply(Write::ReportDialer(report)).await? {
-            super::writer::Applied::Reported(r) => Ok(r),
-            _ => unreachable!("report answers Reported"),
-        }
+        self.exec
+            .run("report_dialer_call", move |c| {
+                report_dialer(c, report).boxed()
+            })
+            .await
     }
 
     /// Takes up to `limit` due entries and pushes their next attempt to `until`, so they are
@@ -145,14 +145,9 @@ impl Storage {
         limit: i64,
         until: i64,
     ) -> Result<Vec<OutboxEntry>, StorageError> {
-        match self
-            .writer
-            .apply(Write::Lease { now, limit, until })
-            .await?
-        {
-            super::writer::Applied::Leased(v) => Ok(v),
-            _ => unreachable!("lease answers Leased"),
-        }
+        self.exec
+            .run("lease_due", move |c| lease(c, now, limit, until).boxed())
+            .await
     }
 
     /// When the next pending entry is due (index-backed).
@@ -164,9 +159,25 @@ impl Storage {
         Ok(at)
     }
 
+    /// The entry was delivered: final, and a fact whichever lease learnt it (only a pending
+    /// entry changes).
     pub async fn mark_delivered(&self, id: i64) -> Result<(), StorageError> {
-        self.writer
-            .write(Write::Delivered { id, at: now_ms() })
+        let at = now_ms();
+        self.exec
+            .run("mark_delivered", move |c| {
+                async move {
+                    sqlx::query(
+                        "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = $2,
+                            last_error = NULL WHERE id = $1 AND state = 'pending'",
+                    )
+                    .bind(id)
+                    .bind(at)
+                    .execute(c)
+                    .await
+                    .map(drop)
+                }
+                .boxed()
+            })
             .await
     }
 
@@ -180,13 +191,25 @@ impl Storage {
         next_attempt_at: i64,
         dead: bool,
     ) -> Result<(), StorageError> {
-        self.writer
-            .write(Write::Failed {
-                id,
-                lease,
-                error: error.to_string(),
-                next_attempt_at,
-                dead,
+        let error = error.to_string();
+        self.exec
+            .run("mark_failed", move |c| {
+                async move {
+                    sqlx::query(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3,
+                            state = CASE WHEN $4 THEN 'dead' ELSE 'pending' END
+                         WHERE id = $1 AND state = 'pending' AND lease = $5",
+                    )
+                    .bind(id)
+                    .bind(error)
+                    .bind(next_attempt_at)
+                    .bind(dead)
+                    .bind(lease)
+                    .execute(c)
+                    .await
+                    .map(drop)
+                }
+                .boxed()
             })
             .await
     }
@@ -281,15 +304,94 @@ impl Storage {
     }
 }
 
+/// Records a dialer call and its webhook, unless this conversation (its call id or its
+/// customer's leg) already has one. Its other legs are linked to it even when they belonged
+/// to an earlier call: an operator's leg that outlives a customer serves the next one.
+async fn report_dialer(c: &mut SqliteConnection, r: DialerReport) -> Result<Reported, sqlx::Error> {
+    let mut legs: Vec<&str> = r.legs.iter().map(String::as_str).collect();
+    for must in [r.call_id.as_str(), r.customer_leg.as_str()] {
+        if !legs.contains(&must) {
+            legs.push(must);
+        }
+    }
+    let now = now_ms();
+    let call_id = match calls::of_any(&mut *c, &r.call_id, &r.customer_leg).await? {
+        Some(id) => id,
+        None => {
+            calls::insert_answered_dialer(
+                &mut *c,
+                &r.call_id,
+                r.ramal.as_deref(),
+                r.telefone.as_deref(),
+                &r.crm_id,
+                now,
+            )
+            .await?;
+            r.call_id.clone()
+        }
+    };
+    for leg in legs.iter().filter(|l| **l != call_id) {
+        calls::link_to(&mut *c, leg, &call_id, now).await?;
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO outbox (call_id, url, state, attempts, created_at, next_attempt_at, give_up_at)
+         VALUES ($1, $2, 'pending', 0, $3, $3, $4) ON CONFLICT (call_id) DO NOTHING",
+    )
+    .bind(&call_id)
+    .bind(&r.url)
+    .bind(now)
+    .bind(r.give_up_at)
+    .execute(&mut *c)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(Reported::Duplicate { call_id });
+    }
+    let outbox_id: i64 = sqlx::query_scalar("SELECT id FROM outbox WHERE call_id = $1")
+        .bind(&call_id)
+        .fetch_one(&mut *c)
+        .await?;
+    Ok(Reported::Enqueued { call_id, outbox_id })
+}
+
+/// Hands out up to `limit` due entries under one new lease, due again at `until`.
+async fn lease(
+    c: &mut SqliteConnection,
+    now: i64,
+    limit: i64,
+    until: i64,
+) -> Result<Vec<OutboxEntry>, sqlx::Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        entry_columns!(),
+        " FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1
+         ORDER BY next_attempt_at, id LIMIT $2"
+    ))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *c)
+    .await?;
+    let mut entries: Vec<OutboxEntry> = rows.iter().map(entry).collect();
+    let lease = fastrand::i64(1..i64::MAX);
+    for e in &mut entries {
+        sqlx::query("UPDATE outbox SET next_attempt_at = $2, lease = $3 WHERE id = $1")
+            .bind(e.id)
+            .bind(until)
+            .bind(lease)
+            .execute(&mut *c)
+            .await?;
+        e.lease = Some(lease);
+    }
+    Ok(entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::CallKind;
 
     async fn temp() -> (tempfile::TempDir, Storage) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        (dir, Storage::open(&url).await.unwrap())
+        let (dir, s, _) = crate::storage::test_storage().await;
+        (dir, s)
     }
 
     fn report(call_id: &str, legs: &[&str]) -> DialerReport {
@@ -301,7 +403,7 @@ mod tests {
             ramal: Some("1001".into()),
             legs: legs.iter().map(|s| s.to_string()).collect(),
             give_up_at: now_ms() + 86_400_000,
-            url: Box::new(|cid| format!("http://finaz/x?cid={cid}")),
+            url: format!("http://finaz/x?cid={call_id}"),
         }
     }
 

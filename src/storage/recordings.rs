@@ -1,10 +1,11 @@
 //! Where recordings are: what FreeSWITCH's RECORD_START / RECORD_STOP said about each leg,
 //! and which legs a bridge joined to a known call.
 
+use futures_util::FutureExt;
 use sqlx::Row;
+use sqlx::sqlite::SqliteConnection;
 
-use super::writer::Write;
-use super::{Storage, StorageError, now_ms};
+use super::{Storage, StorageError, calls, now_ms};
 
 /// Where a recording stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +19,7 @@ pub enum RecordingState {
 }
 
 impl RecordingState {
-    pub(super) fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             RecordingState::Recording => "recording",
             RecordingState::Done => "done",
@@ -69,43 +70,42 @@ pub enum RecordingEvent {
     },
 }
 
+impl RecordingEvent {
+    /// What the operation is, for logs (never its paths).
+    fn name(&self) -> &'static str {
+        match self {
+            RecordingEvent::Started { .. } => "recording_started",
+            RecordingEvent::Stopped { .. } => "recording_stopped",
+            RecordingEvent::HungUp { .. } => "leg_hung_up",
+            RecordingEvent::Bridged { .. } => "link_bridge",
+        }
+    }
+}
+
 impl Storage {
     /// Queues an event's write behind the ones before it, without waiting for the commit.
     pub async fn queue_recording_event(&self, e: RecordingEvent) -> Result<(), StorageError> {
         let at = now_ms();
-        let write = match e {
-            RecordingEvent::Started { leg, path } => Write::RecordingStarted { leg, path, at },
-            RecordingEvent::Stopped {
-                leg,
-                path,
-                cause,
-                discarded,
-            } => Write::RecordingStopped {
-                leg,
-                path,
-                cause,
-                state: if discarded {
-                    RecordingState::Discarded
-                } else {
-                    RecordingState::Done
-                },
-                at,
-            },
-            RecordingEvent::HungUp { leg, path } => Write::LegHungUp { leg, path, at },
-            RecordingEvent::Bridged { a, b } => Write::LinkBridge { a, b, at },
-        };
-        self.writer.submit(write).await
+        self.exec
+            .submit(e.name(), move |c| apply(c, e, at).boxed())
+            .await
+    }
+
+    /// Applies an event and returns once it is committed.
+    async fn record(&self, e: RecordingEvent) -> Result<(), StorageError> {
+        let at = now_ms();
+        self.exec
+            .run(e.name(), move |c| apply(c, e, at).boxed())
+            .await
     }
 
     /// RECORD_START: `leg` writes `path`.
     pub async fn recording_started(&self, leg: &str, path: &str) -> Result<(), StorageError> {
-        self.writer
-            .write(Write::RecordingStarted {
-                leg: leg.into(),
-                path: path.into(),
-                at: now_ms(),
-            })
-            .await
+        self.record(RecordingEvent::Started {
+            leg: leg.into(),
+            path: path.into(),
+        })
+        .await
     }
 
     /// RECORD_STOP: the file is closed (or was deleted, when `discarded`).
@@ -116,19 +116,13 @@ impl Storage {
         cause: Option<&str>,
         discarded: bool,
     ) -> Result<(), StorageError> {
-        self.writer
-            .write(Write::RecordingStopped {
-                leg: leg.into(),
-                path: path.into(),
-                cause: cause.map(str::to_string),
-                state: if discarded {
-                    RecordingState::Discarded
-                } else {
-                    RecordingState::Done
-                },
-                at: now_ms(),
-            })
-            .await
+        self.record(RecordingEvent::Stopped {
+            leg: leg.into(),
+            path: path.into(),
+            cause: cause.map(str::to_string),
+            discarded,
+        })
+        .await
     }
 
     /// The leg hung up: any recording of it still open is complete (its RECORD_STOP was
@@ -138,24 +132,20 @@ impl Storage {
         leg: &str,
         path_variable: Option<&str>,
     ) -> Result<(), StorageError> {
-        self.writer
-            .write(Write::LegHungUp {
-                leg: leg.into(),
-                path: path_variable.map(str::to_string),
-                at: now_ms(),
-            })
-            .await
+        self.record(RecordingEvent::HungUp {
+            leg: leg.into(),
+            path: path_variable.map(str::to_string),
+        })
+        .await
     }
 
     /// A bridge joined `a` and `b`: if one belongs to a call, so does the other.
     pub async fn link_bridge(&self, a: &str, b: &str) -> Result<(), StorageError> {
-        self.writer
-            .write(Write::LinkBridge {
-                a: a.into(),
-                b: b.into(),
-                at: super::now_ms(),
-            })
-            .await
+        self.record(RecordingEvent::Bridged {
+            a: a.into(),
+            b: b.into(),
+        })
+        .await
     }
 
     /// Every recording of call `call_id`, newest first: its own leg's, and those of legs
@@ -232,6 +222,70 @@ impl Storage {
     }
 }
 
+/// One event's statements, in one operation.
+async fn apply(c: &mut SqliteConnection, e: RecordingEvent, at: i64) -> Result<(), sqlx::Error> {
+    match e {
+        RecordingEvent::Started { leg, path } => {
+            sqlx::query(
+                "INSERT INTO recordings (leg_id, path, state, started_at) VALUES ($1, $2, 'recording', $3)
+                 ON CONFLICT (leg_id, path) DO UPDATE SET state = 'recording', started_at = $3, stopped_at = NULL, cause = NULL",
+            )
+            .bind(leg)
+            .bind(path)
+            .bind(at)
+            .execute(c)
+            .await?;
+        }
+        RecordingEvent::Stopped {
+            leg,
+            path,
+            cause,
+            discarded,
+        } => {
+            let state = if discarded {
+                RecordingState::Discarded
+            } else {
+                RecordingState::Done
+            };
+            sqlx::query(
+                "INSERT INTO recordings (leg_id, path, state, cause, stopped_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (leg_id, path) DO UPDATE SET state = $3, cause = $4, stopped_at = $5",
+            )
+            .bind(leg)
+            .bind(path)
+            .bind(state.as_str())
+            .bind(cause)
+            .bind(at)
+            .execute(c)
+            .await?;
+        }
+        RecordingEvent::HungUp { leg, path } => {
+            sqlx::query(
+                "UPDATE recordings SET state = 'done', cause = COALESCE(cause, 'hangup'), stopped_at = $2
+                 WHERE leg_id = $1 AND state = 'recording'",
+            )
+            .bind(&leg)
+            .bind(at)
+            .execute(&mut *c)
+            .await?;
+            calls::end_dialer_call_of(&mut *c, &leg, at).await?;
+            if let Some(path) = path {
+                sqlx::query(
+                    "INSERT INTO recordings (leg_id, path, state, cause, stopped_at) VALUES ($1, $2, 'done', 'hangup', $3)
+                     ON CONFLICT (leg_id, path) DO NOTHING",
+                )
+                .bind(leg)
+                .bind(path)
+                .bind(at)
+                .execute(c)
+                .await?;
+            }
+        }
+        RecordingEvent::Bridged { a, b } => calls::link_bridge(c, &a, &b, at).await?,
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,10 +293,7 @@ mod tests {
 
     #[tokio::test]
     async fn recordings_follow_their_legs_and_bridges() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Storage::open(&format!("sqlite://{}", dir.path().join("t.db").display()))
-            .await
-            .unwrap();
+        let (_dir, s, _) = crate::storage::test_storage().await;
         s.insert_call(NewCall {
             id: "op",
             kind: CallKind::Click2Call,
