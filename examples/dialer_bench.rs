@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use finaz_freeswitch::app::Service;
 use finaz_freeswitch::config;
-use finaz_freeswitch::dialer::url::AnsweredUrl;
+use finaz_freeswitch::domain::answered_url::AnsweredUrl;
 use finaz_freeswitch::storage::{DialerReport, Storage, now_ms};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -15,8 +15,7 @@ use crate::admin::{self, AdminState};
 use crate::admission::{Admission, Rules};
 use crate::click2call::{self, Click2Call};
 use crate::config::{self, Config, DialerTrigger};
-use crate::dialer::{self, Reporter, url::AnsweredUrl};
-use crate::domain::originate::OriginatePlan;
+use crate::dialer::{self, Reporter};
 use crate::esl::{Client, ClientConfig, Subscription};
 use crate::http::{self, Ctx, stats::HttpStats};
 use crate::outbox::{self, Outbox};
@@ -193,10 +192,8 @@ impl Service {
             config.http.tls_cert.as_deref(),
             config.http.tls_key.as_deref(),
         )?;
-        let plan = OriginatePlan::new(&config.plan_settings())
-            .map_err(|e| anyhow::anyhow!("{}", e.join("; ")))?;
-        let answered_url = AnsweredUrl::parse(&config.finaz.answered_url)
-            .map_err(|e| anyhow::anyhow!("finaz.answered_url: {e}"))?;
+        let plan = config.plan.clone();
+        let answered_url = config.finaz.answered_url.clone();
         let use_socket = config.dialer.trigger != DialerTrigger::Events;
         let use_events = config.dialer.trigger != DialerTrigger::Socket;
         let dialer_listener = if use_socket {

@@ -96,7 +96,7 @@ async fn api(esl: &mut Esl, cmd: &str, timeout: Duration) -> Result<String, Stri
 pub async fn run(config: &Config, ramal: Option<&str>) -> Vec<Check> {
     let mut checks = Vec::new();
     checks.extend(freeswitch_checks(config, ramal).await);
-    checks.push(recordings_check(&config.recordings.dir));
+    checks.push(recordings_check(config.recordings.dir()));
     checks.push(storage_check(&config.storage_url).await);
     checks.push(finaz_check(config).await);
     for (name, key, addr) in [
@@ -362,7 +362,8 @@ async fn storage_check(url: &str) -> Check {
 /// answer something (any status), and no call is reported by it.
 async fn finaz_check(config: &Config) -> Check {
     const NAME: &str = "Finaz reachable";
-    let url = match reqwest::Url::parse(&config.finaz.answered_url.replace(['{', '}'], "")) {
+    let url = match reqwest::Url::parse(&config.finaz.answered_url.as_str().replace(['{', '}'], ""))
+    {
         Ok(mut u) => {
             u.set_query(None);
             u

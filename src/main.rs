@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use finaz_freeswitch::cli::{self, Cmd};
-use finaz_freeswitch::domain::layout::RecordingLayout;
 use finaz_freeswitch::{app, config, doctor, logging, sandbox};
 use tokio_util::sync::CancellationToken;
 
@@ -92,19 +91,20 @@ async fn prepare_sandbox(config: &mut config::Config) -> anyhow::Result<app::Opt
         |d: &std::path::Path| std::fs::create_dir_all(d).is_ok() && tempfile_in(d).is_ok();
     // Never write tones into a real FreeSWITCH's recordings (the default directory).
     let default_dir = std::path::Path::new("/var/lib/freeswitch/recordings");
-    if config.recordings.dir == default_dir || !writable(&config.recordings.dir) {
+    if config.recordings.dir() == default_dir || !writable(config.recordings.dir()) {
         let fallback = std::env::temp_dir().join("finaz-freeswitch-sandbox/recordings");
         std::fs::create_dir_all(&fallback)?;
         tracing::warn!(
-            configured = %config.recordings.dir.display(),
+            configured = %config.recordings.dir().display(),
             using = %fallback.display(),
             "the sandbox records outside recordings.dir (it is FreeSWITCH's default, or not writable)"
         );
-        config.recordings.dir = fallback;
+        config.set_recordings_dir(fallback)?;
     }
     if config
         .finaz
         .answered_url
+        .as_str()
         .starts_with("https://api.finaz.com.br/")
     {
         tracing::warn!(
@@ -113,14 +113,14 @@ async fn prepare_sandbox(config: &mut config::Config) -> anyhow::Result<app::Opt
     }
     let sim = sandbox::Simulator::start(
         config.freeswitch.password.expose(),
-        RecordingLayout::new(&config.recordings.dir, &config.recordings.path_template),
+        config.recordings.layout.clone(),
     )
     .await?;
     config.freeswitch.address = sim.addr().to_string();
     tracing::warn!(
         freeswitch = %sim.addr(),
         storage = %config.storage_url,
-        recordings = %config.recordings.dir.display(),
+        recordings = %config.recordings.dir().display(),
         "SANDBOX: FreeSWITCH is simulated; calls, recordings and dialer calls are not real"
     );
     Ok(app::Options { sandbox: Some(sim) })

@@ -7,7 +7,9 @@
 
 mod raw;
 
-use crate::domain::originate::PlanSettings;
+use crate::domain::answered_url::AnsweredUrl;
+use crate::domain::layout::RecordingLayout;
+use crate::domain::originate::{OriginatePlan, PlanSettings};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,14 +49,20 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Config {
-    /// What the originate plan is built from, taken from `[freeswitch]` and `[recordings]`.
-    pub fn plan_settings(&self) -> PlanSettings {
-        plan_settings(&self.freeswitch, &self.recordings)
+    /// Moves the recordings to `dir` (the sandbox records beside itself): the layout and the
+    /// originate plan are checked and built again.
+    pub fn set_recordings_dir(&mut self, dir: impl Into<PathBuf>) -> Result<(), ConfigErrors> {
+        let mut recordings = self.recordings.clone();
+        recordings.layout = recordings.layout.with_dir(dir);
+        self.plan = OriginatePlan::new(&plan_settings(&self.freeswitch, &recordings))
+            .map_err(ConfigErrors)?;
+        self.recordings = recordings;
+        Ok(())
     }
 }
 
 /// The originate plan's inputs from the two sections.
-pub(crate) fn plan_settings(fs: &FreeswitchConfig, rec: &RecordingsConfig) -> PlanSettings {
+fn plan_settings(fs: &FreeswitchConfig, rec: &RecordingsConfig) -> PlanSettings {
     PlanSettings {
         operator_endpoint: fs.operator_endpoint.clone(),
         customer_destination: fs.customer_destination.clone(),
@@ -62,8 +70,7 @@ pub(crate) fn plan_settings(fs: &FreeswitchConfig, rec: &RecordingsConfig) -> Pl
         caller_id_number: fs.caller_id_number.clone(),
         originate_timeout: fs.originate_timeout,
         record: rec.record_click2call,
-        recordings_dir: rec.dir.clone(),
-        path_template: rec.path_template.clone(),
+        layout: rec.layout.clone(),
         stereo: rec.stereo,
     }
 }
@@ -113,12 +120,19 @@ pub struct FreeswitchConfig {
 
 #[derive(Debug, Clone)]
 pub struct RecordingsConfig {
-    pub dir: PathBuf,
     pub record_click2call: bool,
     pub stereo: bool,
-    /// Where to look, under `dir`, for a call's recording FreeSWITCH never told us about:
-    /// placeholders `{uuid}` (each leg of the call), `{yyyy}` `{mm}` `{dd}` (the call's UTC day).
-    pub path_template: String,
+    /// `recordings.dir`, and where under it a call's recording is looked for when FreeSWITCH
+    /// never told us (`recordings.path_template`: `{uuid}` of each leg, `{yyyy}` `{mm}`
+    /// `{dd}` of the call's UTC day).
+    pub layout: RecordingLayout,
+}
+
+impl RecordingsConfig {
+    /// `recordings.dir`.
+    pub fn dir(&self) -> &Path {
+        self.layout.dir()
+    }
 }
 
 /// How answered dialer calls are detected.
@@ -144,7 +158,7 @@ pub struct DialerConfig {
 
 #[derive(Debug, Clone)]
 pub struct FinazConfig {
-    pub answered_url: String,
+    pub answered_url: AnsweredUrl,
     pub empresa_id: Option<String>,
     pub max_retry_age: Duration,
     pub delivery_timeout: Duration,
@@ -173,6 +187,8 @@ pub struct Config {
     pub admin_max_connections: usize,
     pub freeswitch: FreeswitchConfig,
     pub recordings: RecordingsConfig,
+    /// How click2calls are originated: `[freeswitch]`'s templates and `[recordings]`, checked.
+    pub plan: OriginatePlan,
     pub dialer: DialerConfig,
     pub finaz: FinazConfig,
     pub storage_url: String,
@@ -247,24 +263,6 @@ pub fn parse_ip_or_cidr(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("{s:?} is not an IP address or CIDR"))
 }
 
-/// Placeholders found in a template, in order (`{name}`).
-pub fn placeholders(template: &str) -> Result<Vec<&str>, String> {
-    let mut out = Vec::new();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
-        let close = after
-            .find('}')
-            .ok_or_else(|| format!("unclosed '{{' in {template:?}"))?;
-        out.push(&after[..close]);
-        rest = &after[close + 1..];
-    }
-    if rest.contains('}') {
-        return Err(format!("stray '}}' in {template:?}"));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,14 +314,14 @@ mod tests {
         assert_eq!(c.freeswitch.operator_endpoint, "user/{ramal}");
         assert_eq!(c.freeswitch.customer_destination, "{telefone} XML default");
         assert_eq!(
-            c.recordings.dir,
-            PathBuf::from("/var/lib/freeswitch/recordings")
+            c.recordings.dir(),
+            Path::new("/var/lib/freeswitch/recordings")
         );
         assert!(c.recordings.record_click2call);
         assert_eq!(c.dialer.listen.to_string(), "127.0.0.1:8084");
         assert_eq!(c.dialer.trigger, DialerTrigger::Both);
         assert!(
-            c.finaz.answered_url.starts_with(
+            c.finaz.answered_url.as_str().starts_with(
                 "https://api.finaz.com.br/telephony-proxy/atendimentodiscador?pid={pid}"
             )
         );
@@ -334,6 +332,27 @@ mod tests {
         assert_eq!(c.freeswitch.liveness_timeout, Duration::from_secs(15));
         assert_eq!(c.http.max_connections, 4096);
         assert_eq!(c.dialer.allowed_peers.len(), 2);
+    }
+
+    /// A value of the wrong type is reported under the key the user wrote, with where it
+    /// came from (the environment's variable is named in `tests/it/service.rs`).
+    #[test]
+    fn type_errors_name_the_key_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[freeswitch]\naddress = 12\n[http]\nlisen = 1\n").unwrap();
+        let errs = load(Some(&f)).unwrap_err().0;
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("freeswitch.address: invalid type")
+                    && e.contains(&*f.to_string_lossy())),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("http.lisen: unknown field")),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@ use figment::{Figment, Provider};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::*;
+use crate::domain::answered_url::AnsweredUrl;
+use crate::domain::layout::RecordingLayout;
 use crate::domain::originate::OriginatePlan;
 
 /// Accepts a string or a number: environment values such as `FINAZ_FINAZ__EMPRESA_ID=123`
@@ -188,10 +190,34 @@ fn section<T: serde::de::DeserializeOwned>(
     match f.extract_inner::<T>(name) {
         Ok(v) => Some(v),
         Err(e) => {
-            errors.extend(e.into_iter().map(|e| e.to_string()));
+            errors.extend(e.into_iter().map(|e| describe(name, &e)));
             None
         }
     }
+}
+
+/// One problem of section `section`, naming its key as the user wrote it
+/// (`freeswitch.address`) and where the value came from.
+fn describe(section: &str, e: &figment::Error) -> String {
+    let mut key: Vec<&str> = vec![section];
+    key.extend(e.path.iter().map(String::as_str).filter(|p| *p != section));
+    if let figment::error::Kind::UnknownField(name, _) = &e.kind
+        && key.last() != Some(&name.as_str())
+    {
+        key.push(name);
+    }
+    let from = match &e.metadata {
+        Some(md) => match &md.source {
+            Some(source) => format!(" (in {source} {})", md.name),
+            // The environment: the variable to look at.
+            None if md.name.contains("environment") => {
+                format!(" (in FINAZ_{})", key.join("__").to_uppercase())
+            }
+            None => format!(" (in {})", md.name),
+        },
+        None => String::new(),
+    };
+    format!("{}: {}{from}", key.join("."), e.kind)
 }
 
 impl RawConfig {
@@ -386,19 +412,9 @@ impl RawConfig {
                 ));
             }
         }
-        let url = &self.finaz.answered_url;
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            errs.push(format!(
-                "finaz.answered_url = {url:?} must start with https:// or http://"
-            ));
-        }
-        template(
-            &mut errs,
-            "finaz.answered_url",
-            url,
-            &["pid"],
-            &["pid", "num", "cid", "ramal", "empresa_id"],
-        );
+        let answered_url = AnsweredUrl::parse(&self.finaz.answered_url)
+            .map_err(|e| errs.push(e))
+            .ok();
         if self.finaz.max_concurrent_deliveries == 0 {
             errs.push("finaz.max_concurrent_deliveries must be at least 1".into());
         }
@@ -436,37 +452,25 @@ impl RawConfig {
             reconnect_max_backoff,
             liveness_timeout,
         };
-        template(
-            &mut errs,
-            "recordings.path_template",
-            &self.recordings.path_template,
-            &["uuid"],
-            &["uuid", "yyyy", "mm", "dd"],
-        );
-        if self.recordings.path_template.starts_with('/')
-            || self
-                .recordings
-                .path_template
-                .split('/')
-                .any(|c| c == ".." || c.is_empty())
-        {
-            errs.push(format!(
-                "recordings.path_template = {:?} must be a relative path under recordings.dir, without '..'",
-                self.recordings.path_template
-            ));
-        }
-        let recordings = RecordingsConfig {
-            dir: PathBuf::from(&self.recordings.dir),
+        let layout = RecordingLayout::parse(&self.recordings.dir, &self.recordings.path_template)
+            .map_err(|e| errs.push(e))
+            .ok();
+        let recordings = layout.map(|layout| RecordingsConfig {
             record_click2call: self.recordings.record_click2call,
             stereo: self.recordings.stereo,
-            path_template: self.recordings.path_template.clone(),
-        };
+            layout,
+        });
         // Originate templates and the recording path end up on a command line: checked by
         // the code that builds it.
-        if let Err(plan_errs) = OriginatePlan::new(&super::plan_settings(&freeswitch, &recordings))
-        {
-            errs.extend(plan_errs);
-        }
+        let plan = recordings.as_ref().and_then(|recordings| {
+            OriginatePlan::new(&super::plan_settings(&freeswitch, recordings))
+                .map_err(|plan_errs| errs.extend(plan_errs))
+                .ok()
+        });
+        let (Some(answered_url), Some(recordings), Some(plan)) = (answered_url, recordings, plan)
+        else {
+            return Err(ConfigErrors(errs));
+        };
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
@@ -493,6 +497,7 @@ impl RawConfig {
             admin_listen,
             freeswitch,
             recordings,
+            plan,
             dialer: DialerConfig {
                 listen: dialer_listen,
                 trigger,
@@ -504,7 +509,7 @@ impl RawConfig {
                 allowed_peers: dialer_peers,
             },
             finaz: FinazConfig {
-                answered_url: url.clone(),
+                answered_url,
                 empresa_id: self.finaz.empresa_id.clone(),
                 max_retry_age,
                 delivery_timeout,
@@ -518,27 +523,5 @@ impl RawConfig {
                 mask_phone_numbers: self.log.mask_phone_numbers,
             },
         })
-    }
-}
-
-/// Checks a template's placeholders: `required` must appear, nothing outside `known` may.
-fn template(errs: &mut Vec<String>, key: &str, value: &str, required: &[&str], known: &[&str]) {
-    match placeholders(value) {
-        Err(e) => errs.push(format!("{key}: {e}")),
-        Ok(found) => {
-            for r in required {
-                if !found.contains(r) {
-                    errs.push(format!("{key} = {value:?} must contain {{{r}}}"));
-                }
-            }
-            for f in found {
-                if !known.contains(&f) {
-                    errs.push(format!(
-                        "{key}: unknown placeholder {{{f}}} (known: {})",
-                        known.join(", ")
-                    ));
-                }
-            }
-        }
     }
 }

@@ -9,7 +9,6 @@
 
 pub mod events;
 pub mod socket;
-pub mod url;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,12 +17,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::config::DialerConfig;
+use crate::domain::answered_url::AnsweredUrl;
 use crate::domain::values::{CallId, MaskedPhone, Telefone};
 use crate::esl::Event;
 use crate::esl::outbound::ChannelData;
 use crate::logging::mask_phone;
 use crate::storage::{DialerReport, Reported, Storage, StorageError, now_ms};
-use url::AnsweredUrl;
 
 /// How the answer was seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,19 +4,59 @@
 
 use std::path::{Path, PathBuf};
 
+use super::template::{Rules, Template};
+
+/// The placeholders of `recordings.path_template`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Uuid,
+    Year,
+    Month,
+    Day,
+}
+
+const RULES: Rules<'static, Field> = Rules {
+    known: &[
+        ("uuid", Field::Uuid),
+        ("yyyy", Field::Year),
+        ("mm", Field::Month),
+        ("dd", Field::Day),
+    ],
+    required: &[Field::Uuid],
+    text: None,
+};
+
 /// `recordings.dir` and `recordings.path_template` (placeholders `{uuid}` `{yyyy}` `{mm}`
-/// `{dd}`; the template was checked with the configuration).
+/// `{dd}`), checked: the template is a relative path under the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordingLayout {
     dir: PathBuf,
-    template: String,
+    raw: String,
+    template: Template<Field>,
 }
 
 impl RecordingLayout {
-    pub fn new(dir: impl Into<PathBuf>, template: impl Into<String>) -> Self {
+    /// Checks the template; the error names `recordings.path_template`.
+    pub fn parse(dir: impl Into<PathBuf>, template: &str) -> Result<Self, String> {
+        let key = "recordings.path_template";
+        let parsed = Template::parse(key, template, &RULES)?;
+        if template.starts_with('/') || template.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(format!(
+                "{key} = {template:?} must be a relative path under recordings.dir, without '..'"
+            ));
+        }
+        Ok(RecordingLayout {
+            dir: dir.into(),
+            raw: template.to_string(),
+            template: parsed,
+        })
+    }
+
+    /// The same template under another directory.
+    pub fn with_dir(&self, dir: impl Into<PathBuf>) -> Self {
         RecordingLayout {
             dir: dir.into(),
-            template: template.into(),
+            ..self.clone()
         }
     }
 
@@ -24,20 +64,20 @@ impl RecordingLayout {
         &self.dir
     }
 
+    /// The template as written.
     pub fn template(&self) -> &str {
-        &self.template
+        &self.raw
     }
 
     /// The file of channel `uuid` recorded on the UTC day of `unix_ms`.
     pub fn path(&self, uuid: &str, unix_ms: i64) -> PathBuf {
         let (y, m, d) = utc_day(unix_ms);
-        self.dir.join(
-            self.template
-                .replace("{uuid}", uuid)
-                .replace("{yyyy}", &format!("{y:04}"))
-                .replace("{mm}", &format!("{m:02}"))
-                .replace("{dd}", &format!("{d:02}")),
-        )
+        self.dir.join(self.template.render(|out, f| match f {
+            Field::Uuid => out.push_str(uuid),
+            Field::Year => out.push_str(&format!("{y:04}")),
+            Field::Month => out.push_str(&format!("{m:02}")),
+            Field::Day => out.push_str(&format!("{d:02}")),
+        }))
     }
 }
 
@@ -69,12 +109,22 @@ mod tests {
 
     #[test]
     fn paths_follow_the_template() {
-        let l = RecordingLayout::new("/rec", "{yyyy}/{mm}/{dd}/{uuid}.wav");
+        let l = RecordingLayout::parse("/rec", "{yyyy}/{mm}/{dd}/{uuid}.wav").unwrap();
         assert_eq!(
             l.path("abc", 1_767_312_000_000),
             PathBuf::from("/rec/2026/01/02/abc.wav")
         );
-        let flat = RecordingLayout::new("/rec", "dialer/{uuid}.wav");
+        let flat = RecordingLayout::parse("/rec", "dialer/{uuid}.wav").unwrap();
         assert_eq!(flat.path("abc", 0), PathBuf::from("/rec/dialer/abc.wav"));
+        for bad in [
+            "/abs/{uuid}.wav",
+            "../{uuid}.wav",
+            "a//{uuid}",
+            "{yyyy}.wav",
+            "{x}{uuid}",
+        ] {
+            let e = RecordingLayout::parse("/rec", bad).unwrap_err();
+            assert!(e.starts_with("recordings.path_template = "), "{e}");
+        }
     }
 }

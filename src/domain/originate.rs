@@ -11,75 +11,61 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use super::layout::RecordingLayout;
+use super::template::{Rules, Template, TextRule};
 use super::values::{CallId, Ramal, Telefone};
 
-/// A template split into literal text and the validated values it takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
-    Text(String),
+/// The values an originate template takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
     Ramal,
     Telefone,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Template(Vec<Piece>);
+const FIELDS: &[(&str, Field)] = &[("ramal", Field::Ramal), ("telefone", Field::Telefone)];
 
-impl Template {
-    /// Parses `{ramal}` / `{telefone}` placeholders; literal text must satisfy `allowed`.
+/// A template of validated values: nothing in a [`Ramal`] or a [`Telefone`] can escape it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Values(Template<Field>);
+
+impl Values {
     fn parse(
         key: &str,
         raw: &str,
-        known: &[&str],
+        known: &[(&str, Field)],
+        required: &[Field],
         allowed: fn(char) -> bool,
         what: &str,
     ) -> Result<Self, String> {
-        let mut pieces = Vec::new();
-        let mut rest = raw;
-        while !rest.is_empty() {
-            let (text, after) = match rest.find('{') {
-                Some(open) => (&rest[..open], Some(&rest[open + 1..])),
-                None => (rest, None),
-            };
-            if let Some(bad) = text.chars().find(|c| !allowed(*c)) {
-                return Err(format!("{key} = {raw:?}: {bad:?} is not allowed ({what})"));
-            }
-            if !text.is_empty() {
-                pieces.push(Piece::Text(text.to_string()));
-            }
-            let Some(after) = after else { break };
-            let close = after
-                .find('}')
-                .ok_or_else(|| format!("{key} = {raw:?}: unclosed '{{'"))?;
-            let name = &after[..close];
-            if !known.contains(&name) {
-                return Err(format!(
-                    "{key} = {raw:?}: unknown placeholder {{{name}}} (known: {})",
-                    known.join(", ")
-                ));
-            }
-            pieces.push(match name {
-                "ramal" => Piece::Ramal,
-                _ => Piece::Telefone,
-            });
-            rest = &after[close + 1..];
-        }
-        Ok(Template(pieces))
+        let rules = Rules {
+            known,
+            required,
+            text: Some(TextRule { allowed, what }),
+        };
+        Template::parse(key, raw, &rules).map(Values)
     }
 
-    fn has(&self, piece: &Piece) -> bool {
-        self.0.contains(piece)
+    fn empty() -> Self {
+        Values(
+            Template::parse(
+                "",
+                "",
+                &Rules {
+                    known: &[],
+                    required: &[],
+                    text: None,
+                },
+            )
+            .expect("empty"),
+        )
     }
 
     fn render(&self, ramal: &Ramal, telefone: &Telefone) -> String {
-        let mut out = String::new();
-        for p in &self.0 {
-            out.push_str(match p {
-                Piece::Text(t) => t,
-                Piece::Ramal => ramal.as_str(),
-                Piece::Telefone => telefone.as_str(),
-            });
-        }
-        out
+        self.0.render(|out, f| {
+            out.push_str(match f {
+                Field::Ramal => ramal.as_str(),
+                Field::Telefone => telefone.as_str(),
+            })
+        })
     }
 }
 
@@ -141,12 +127,12 @@ pub fn push_var(out: &mut String, name: &'static str, value: &str) -> Result<(),
 /// How click2calls are originated, checked once from the configuration.
 #[derive(Debug, Clone)]
 pub struct OriginatePlan {
-    operator_endpoint: Template,
-    extension: Template,
+    operator_endpoint: Values,
+    extension: Values,
     dialplan: Option<String>,
     context: Option<String>,
-    caller_id_name: Template,
-    caller_id_number: Template,
+    caller_id_name: Values,
+    caller_id_number: Values,
     timeout: Duration,
     recordings: Option<RecordingLayout>,
     stereo: bool,
@@ -163,8 +149,8 @@ pub struct PlanSettings {
     pub originate_timeout: Duration,
     /// Whether click2calls are recorded (`recordings.record_click2call`).
     pub record: bool,
-    pub recordings_dir: PathBuf,
-    pub path_template: String,
+    /// Where recordings go (`recordings.dir`, `recordings.path_template`).
+    pub layout: RecordingLayout,
     pub stereo: bool,
 }
 
@@ -182,18 +168,19 @@ impl OriginatePlan {
     pub fn new(fs: &PlanSettings) -> Result<Self, Vec<String>> {
         let rec = fs;
         let mut errs = Vec::new();
-        fn take(errs: &mut Vec<String>, r: Result<Template, String>) -> Template {
+        fn take(errs: &mut Vec<String>, r: Result<Values, String>) -> Values {
             r.unwrap_or_else(|e| {
                 errs.push(e);
-                Template(Vec::new())
+                Values::empty()
             })
         }
         let operator_endpoint = take(
             &mut errs,
-            Template::parse(
+            Values::parse(
                 "freeswitch.operator_endpoint",
                 &fs.operator_endpoint,
-                &["ramal"],
+                &FIELDS[..1],
+                &[Field::Ramal],
                 dial_string_char,
                 "one dial string: letters, digits and _-.@:/+=;",
             ),
@@ -201,10 +188,11 @@ impl OriginatePlan {
         let mut words = fs.customer_destination.split_whitespace();
         let extension = take(
             &mut errs,
-            Template::parse(
+            Values::parse(
                 "freeswitch.customer_destination",
                 words.next().unwrap_or(""),
-                &["telefone", "ramal"],
+                FIELDS,
+                &[],
                 extension_char,
                 "\"<extension> [dialplan] [context]\"; the extension may hold letters, digits and _-.+*#",
             ),
@@ -226,31 +214,29 @@ impl OriginatePlan {
         }
         let caller_id_name = take(
             &mut errs,
-            Template::parse(
+            Values::parse(
                 "freeswitch.caller_id_name",
                 &fs.caller_id_name,
-                &["telefone", "ramal"],
+                FIELDS,
+                &[],
                 caller_id_name_char,
                 "letters, digits, spaces and _-.+@",
             ),
         );
         let caller_id_number = take(
             &mut errs,
-            Template::parse(
+            Values::parse(
                 "freeswitch.caller_id_number",
                 &fs.caller_id_number,
-                &["telefone", "ramal"],
+                FIELDS,
+                &[],
                 caller_id_number_char,
                 "letters, digits and _-.+*#",
             ),
         );
-        if !operator_endpoint.has(&Piece::Ramal) && !fs.operator_endpoint.is_empty() {
-            errs.push(format!(
-                "freeswitch.operator_endpoint = {:?} must contain {{ramal}}",
-                fs.operator_endpoint
-            ));
-        }
-        if !extension.has(&Piece::Telefone) && !fs.customer_destination.is_empty() {
+        if !extension.0.has(Field::Telefone)
+            && !errs.iter().any(|e| e.contains("customer_destination"))
+        {
             errs.push(format!(
                 "freeswitch.customer_destination = {:?} must contain {{telefone}}",
                 fs.customer_destination
@@ -260,13 +246,10 @@ impl OriginatePlan {
             errs.push("freeswitch.originate_timeout must be at least 1s".into());
         }
         let recordings = if rec.record {
-            match check_recordings_dir(&rec.recordings_dir)
-                .and_then(|()| check_path_template(&rec.path_template))
+            match check_recordings_dir(rec.layout.dir())
+                .and_then(|()| check_path_template(rec.layout.template()))
             {
-                Ok(()) => Some(RecordingLayout::new(
-                    &rec.recordings_dir,
-                    &rec.path_template,
-                )),
+                Ok(()) => Some(rec.layout.clone()),
                 Err(e) => {
                     errs.push(e);
                     None
@@ -394,8 +377,11 @@ mod tests {
             caller_id_number: String::new(),
             originate_timeout: Duration::from_secs(30),
             record: true,
-            recordings_dir: "/var/lib/freeswitch/recordings".into(),
-            path_template: "{yyyy}/{mm}/{dd}/{uuid}.wav".into(),
+            layout: RecordingLayout::parse(
+                "/var/lib/freeswitch/recordings",
+                "{yyyy}/{mm}/{dd}/{uuid}.wav",
+            )
+            .unwrap(),
             stereo: false,
         }
     }
@@ -478,7 +464,10 @@ mod tests {
 
     #[test]
     fn click2call_records_where_the_layout_says() {
-        let plan = plan_with(|rec| rec.path_template = "click2call/{uuid}.wav".into()).unwrap();
+        let plan = plan_with(|rec| {
+            rec.layout = RecordingLayout::parse(rec.layout.dir(), "click2call/{uuid}.wav").unwrap()
+        })
+        .unwrap();
         let o = plan
             .render(
                 &call(),
@@ -493,7 +482,10 @@ mod tests {
                 "/var/lib/freeswitch/recordings/click2call/33c74a7d-a7d7-4947-94d0-d95bac1b228a.wav"
             )
         );
-        let errs = plan_with(|rec| rec.path_template = "{uuid} x.wav".into()).unwrap_err();
+        let errs = plan_with(|rec| {
+            rec.layout = RecordingLayout::parse(rec.layout.dir(), "{uuid} x.wav").unwrap()
+        })
+        .unwrap_err();
         assert!(
             errs.iter().any(|e| e.contains("recordings.path_template")),
             "{errs:?}"
@@ -541,15 +533,15 @@ mod tests {
                 "freeswitch.caller_id_number",
             ),
             (
-                Box::new(|rec| rec.recordings_dir = "relative/dir".into()),
+                Box::new(|rec| rec.layout = rec.layout.with_dir("relative/dir")),
                 "recordings.dir",
             ),
             (
-                Box::new(|rec| rec.recordings_dir = "/var/rec/../../etc".into()),
+                Box::new(|rec| rec.layout = rec.layout.with_dir("/var/rec/../../etc")),
                 "recordings.dir",
             ),
             (
-                Box::new(|rec| rec.recordings_dir = "/var/my recordings".into()),
+                Box::new(|rec| rec.layout = rec.layout.with_dir("/var/my recordings")),
                 "recordings.dir",
             ),
         ];
@@ -563,7 +555,7 @@ mod tests {
         // A bad recordings.dir is fine when the adapter does not record.
         assert!(
             plan_with(|rec| {
-                rec.recordings_dir = "relative".into();
+                rec.layout = rec.layout.with_dir("relative");
                 rec.record = false;
             })
             .is_ok()

@@ -69,7 +69,7 @@ impl Recordings {
         Recordings {
             storage,
             esl,
-            layout: RecordingLayout::new(&config.dir, &config.path_template),
+            layout: config.layout.clone(),
         }
     }
 

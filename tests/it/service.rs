@@ -217,6 +217,14 @@ fn a_bad_file_lists_every_problem_and_fails() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
     assert_eq!(check_config("/nonexistent.toml".as_ref(), &[]).0, Some(1));
+    // A value of the wrong type in the environment names the variable to fix.
+    let file = write_config(dir.path(), "");
+    let (code, _, err) = check_config(&file, &[("FINAZ_ADMIN__MAX_CONNECTIONS", "many")]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("admin.max_connections: invalid type: found string \"many\", expected u32 (in FINAZ_ADMIN__MAX_CONNECTIONS)"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
