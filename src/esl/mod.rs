@@ -12,13 +12,16 @@ mod backoff;
 pub mod client;
 pub mod codec;
 pub mod command;
+mod connection;
 pub mod error;
 pub mod event;
 pub mod frame;
 pub mod headers;
 pub mod outbound;
+mod shared;
 pub mod stats;
 pub mod subscription;
+mod supervisor;
 
 pub use client::{Client, ClientConfig, ConnectionState, Job};
 pub use codec::EslCodec;
