@@ -6,6 +6,7 @@
 //! into typed settings ([`Config`]), again collecting every error.
 
 mod raw;
+mod validate;
 
 use crate::domain::answered_url::AnsweredUrl;
 use crate::domain::layout::RecordingLayout;

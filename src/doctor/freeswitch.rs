@@ -1,71 +1,15 @@
-//! `finaz-freeswitch doctor`: checks an installation end to end, one line per check, each
-//! failure with the fix. Exit code 0 when nothing failed.
+//! The doctor's FreeSWITCH checks, over a plain event socket connection of their own: the
+//! socket answers, the password works, job results arrive, the operator's extension exists.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-use crate::config::{Config, redact_url};
+use super::Check;
+use crate::config::Config;
 use crate::esl::{Command, ContentType, EslCodec, EventFormat, Frame};
-use crate::storage::Storage;
-
-/// How one check ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    Ok(String),
-    Fail { what: String, fix: String },
-    Skipped(String),
-}
-
-/// One line of the report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    pub name: &'static str,
-    pub status: Status,
-}
-
-impl Check {
-    fn ok(name: &'static str, detail: impl Into<String>) -> Self {
-        Check {
-            name,
-            status: Status::Ok(detail.into()),
-        }
-    }
-    fn fail(name: &'static str, what: impl Into<String>, fix: impl Into<String>) -> Self {
-        Check {
-            name,
-            status: Status::Fail {
-                what: what.into(),
-                fix: fix.into(),
-            },
-        }
-    }
-    fn skipped(name: &'static str, why: impl Into<String>) -> Self {
-        Check {
-            name,
-            status: Status::Skipped(why.into()),
-        }
-    }
-
-    pub fn failed(&self) -> bool {
-        matches!(self.status, Status::Fail { .. })
-    }
-
-    /// `ok   name: detail` / `FAIL name: what\n     fix: ...` / `skip name: why`.
-    pub fn line(&self) -> String {
-        match &self.status {
-            Status::Ok(d) => format!("ok    {}: {d}", self.name),
-            Status::Skipped(d) => format!("skip  {}: {d}", self.name),
-            Status::Fail { what, fix } => {
-                format!("FAIL  {}: {what}\n      fix: {fix}", self.name)
-            }
-        }
-    }
-}
 
 type Esl = Framed<TcpStream, EslCodec>;
 
@@ -92,24 +36,7 @@ async fn api(esl: &mut Esl, cmd: &str, timeout: Duration) -> Result<String, Stri
     Ok(send(esl, c, timeout).await?.body_text().trim().to_string())
 }
 
-/// Runs every check. `ramal` is an extension to try the operator endpoint with.
-pub async fn run(config: &Config, ramal: Option<&str>) -> Vec<Check> {
-    let mut checks = Vec::new();
-    checks.extend(freeswitch_checks(config, ramal).await);
-    checks.push(recordings_check(config.recordings.dir()));
-    checks.push(storage_check(&config.storage_url).await);
-    checks.push(finaz_check(config).await);
-    for (name, key, addr) in [
-        ("http port free", "http.listen", config.http.listen),
-        ("admin port free", "admin.listen", config.admin_listen),
-        ("dialer port free", "dialer.listen", config.dialer.listen),
-    ] {
-        checks.push(port_check(name, key, addr));
-    }
-    checks
-}
-
-async fn freeswitch_checks(config: &Config, ramal: Option<&str>) -> Vec<Check> {
+pub(super) async fn freeswitch_checks(config: &Config, ramal: Option<&str>) -> Vec<Check> {
     let fs = &config.freeswitch;
     let t = fs.connect_timeout;
     let mut out = Vec::new();
@@ -319,83 +246,5 @@ async fn operator_check(esl: &mut Esl, endpoint: &str, ramal: Option<&str>, t: D
         ),
         Ok(c) => Check::ok(NAME, format!("user/{ramal} -> {c}")),
         Err(e) => Check::fail(NAME, e, "check FreeSWITCH's log"),
-    }
-}
-
-fn recordings_check(dir: &Path) -> Check {
-    const NAME: &str = "recordings dir readable";
-    match std::fs::read_dir(dir) {
-        Ok(_) => Check::ok(NAME, dir.display().to_string()),
-        Err(e) => Check::fail(
-            NAME,
-            format!("{}: {e}", dir.display()),
-            "create recordings.dir (FreeSWITCH writes it) and let the adapter's user read it (group freeswitch, mode 2750)",
-        ),
-    }
-}
-
-async fn storage_check(url: &str) -> Check {
-    const NAME: &str = "storage writable";
-    let shown = redact_url(url);
-    match Storage::open(url).await {
-        Ok(s) => {
-            let r = s.check_writable().await;
-            s.close().await;
-            match r {
-                Ok(()) => Check::ok(NAME, shown),
-                Err(e) => Check::fail(
-                    NAME,
-                    format!("{shown}: {e}"),
-                    "give the adapter's user write access to the database file and its directory",
-                ),
-            }
-        }
-        Err(e) => Check::fail(
-            NAME,
-            format!("{shown}: {e}"),
-            "check storage.url and the permissions of its directory",
-        ),
-    }
-}
-
-/// Resolves Finaz's host and sends a HEAD to the webhook's path, without its query: it must
-/// answer something (any status), and no call is reported by it.
-async fn finaz_check(config: &Config) -> Check {
-    const NAME: &str = "Finaz reachable";
-    let url = match reqwest::Url::parse(&config.finaz.answered_url.as_str().replace(['{', '}'], ""))
-    {
-        Ok(mut u) => {
-            u.set_query(None);
-            u
-        }
-        Err(e) => return Check::fail(NAME, e.to_string(), "fix finaz.answered_url"),
-    };
-    let client = match reqwest::Client::builder()
-        .timeout(config.finaz.delivery_timeout)
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => return Check::fail(NAME, e.to_string(), "check the system's TLS roots"),
-    };
-    match client.head(url.clone()).send().await {
-        Ok(r) => Check::ok(NAME, format!("{url} answered {}", r.status().as_u16())),
-        Err(e) => Check::fail(
-            NAME,
-            format!("{url}: {}", crate::outbox::describe(&e)),
-            "check DNS and outbound HTTPS from this host to Finaz (proxy, firewall)",
-        ),
-    }
-}
-
-fn port_check(name: &'static str, key: &str, addr: SocketAddr) -> Check {
-    match std::net::TcpListener::bind(addr) {
-        Ok(_) => Check::ok(name, format!("{key} {addr}")),
-        Err(e) => Check::fail(
-            name,
-            format!("{key} {addr}: {e}"),
-            format!(
-                "another process holds {addr} (the service itself, if it is running); choose another {key}"
-            ),
-        ),
     }
 }
