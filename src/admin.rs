@@ -8,9 +8,10 @@ use warp::http::StatusCode;
 
 use std::sync::Arc;
 
-use crate::dialer::DialerStats;
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::esl::{Client, ConnectionState};
-use crate::http::stats::HttpStats;
+use crate::metrics::{self, Registry};
 use crate::outbox::Outbox;
 use crate::sandbox::{DialerCall, Simulator};
 use crate::storage::Storage;
@@ -20,13 +21,26 @@ use crate::storage::Storage;
 pub struct AdminState {
     pub esl: Client,
     pub storage: Storage,
-    pub http: Arc<HttpStats>,
-    pub dialer: Arc<DialerStats>,
     pub outbox: Outbox,
     /// Sandbox mode: the simulator and our outbound socket server it connects to.
     pub sandbox: Option<(Arc<Simulator>, std::net::SocketAddr)>,
-    /// The listeners' connection counters.
-    pub connections: Vec<Arc<crate::admission::Admission>>,
+    /// Every metric of the service ([`metrics::Registry`]), `ready` among them.
+    pub registry: Arc<Registry>,
+    /// `finaz_ready`, set at each scrape.
+    pub ready: Gauge,
+}
+
+impl AdminState {
+    /// Registers the gauges only a scrape can compute (readiness) beside `registry`'s.
+    pub fn ready_gauge(registry: &mut Registry) -> Gauge {
+        let ready = Gauge::default();
+        registry.register(
+            "finaz_ready",
+            "1 while /readyz would answer 200 (event socket authenticated, storage takes writes)",
+            ready.clone(),
+        );
+        ready
+    }
 }
 
 /// Why the service is not ready, or `None` when it is.
@@ -83,23 +97,11 @@ pub fn routes(
         .and(warp::get())
         .and(with_state)
         .then(|s: AdminState| async move {
-            let mut out = String::new();
             let ready = not_ready_reason(&s).await.is_none();
-            crate::metrics::scalar(
-                &mut out,
-                "finaz_ready",
-                "gauge",
-                "1 while /readyz would answer 200 (event socket authenticated, storage takes writes).",
-                u8::from(ready),
-            );
-            crate::metrics::render_esl(&mut out, s.esl.stats(), s.esl.is_connected());
-            s.http.render(&mut out);
-            s.dialer.render(&mut out);
-            for c in &s.connections {
-                c.render(&mut out);
-            }
-            s.outbox.render(&mut out).await;
-            warp::reply::with_header(out, "content-type", "text/plain; version=0.0.4")
+            s.ready.set(i64::from(ready));
+            s.outbox.refresh_gauges().await;
+            let out = metrics::encode(&s.registry);
+            warp::reply::with_header(out, "content-type", metrics::CONTENT_TYPE)
         });
     let sandbox_dialer = warp::path!("sandbox" / "dialer")
         .and(warp::post())

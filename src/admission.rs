@@ -12,8 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ipnet::IpNet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 
 use crate::log_limit::LogLimit;
+use crate::metrics;
 
 /// An IPv4 client seen through an IPv6 socket (`::ffff:1.2.3.4`) is that IPv4 address: every
 /// check (allow-lists, trusted proxies, caps, rate limits) sees the same address for it.
@@ -76,6 +79,14 @@ pub struct Admission {
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
     refused: [AtomicU64; 3],
     log: LogLimit<IpAddr>,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("name", &self.rules.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An admitted connection's place; dropping it frees the place.
@@ -141,30 +152,25 @@ impl Admission {
     pub fn open(&self) -> usize {
         self.open.lock().expect("lock").0
     }
+}
 
-    /// `finaz_<name>_connections_open` and `finaz_<name>_connections_refused_total{reason}`.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
+/// `finaz_<name>_connections_open` and `finaz_<name>_connections_refused_total{reason}`.
+impl Collector for Admission {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let name = self.rules.name;
-        crate::metrics::scalar(
-            out,
+        metrics::gauge(
+            &mut enc,
             &format!("finaz_{name}_connections_open"),
-            "gauge",
             &format!("Connections open on the {name} listener."),
-            self.open(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP finaz_{name}_connections_refused_total Connections to the {name} listener closed at accept, by reason.\n# TYPE finaz_{name}_connections_refused_total counter"
-        );
-        for r in Refused::ALL {
-            let _ = writeln!(
-                out,
-                "finaz_{name}_connections_refused_total{{reason=\"{}\"}} {}",
-                r.as_str(),
-                self.refused[r as usize].load(Ordering::Relaxed)
-            );
-        }
+            self.open() as i64,
+        )?;
+        metrics::counter_family(
+            &mut enc,
+            &format!("finaz_{name}_connections_refused"),
+            &format!("Connections to the {name} listener closed at accept, by reason."),
+            "reason",
+            Refused::ALL.map(|r| (r.as_str(), self.refused[r as usize].load(Ordering::Relaxed))),
+        )
     }
 }
 
@@ -221,8 +227,10 @@ mod tests {
         assert_eq!(a.admit(ip("2.2.2.2")).err(), Some(Refused::Full));
         drop(t1);
         assert!(a.admit(ip("1.1.1.1")).is_ok());
-        let mut out = String::new();
-        a.render(&mut out);
+        let mut registry = metrics::Registry::default();
+        registry.register_collector(Box::new(a.clone()));
+        let out = metrics::encode(&registry);
+        assert!(out.contains("finaz_test_connections_open 2\n"), "{out}");
         assert!(
             out.contains(
                 "finaz_test_connections_refused_total{reason=\"max_connections_per_ip\"} 1"

@@ -316,14 +316,22 @@ impl Service {
             },
             shutdown.child_token(),
         ));
+        let mut registry = crate::metrics::Registry::default();
+        let ready = AdminState::ready_gauge(&mut registry);
+        registry.register_collector(Box::new(crate::metrics::EslMetrics(esl.clone())));
+        registry.register_collector(Box::new(http_stats));
+        registry.register_collector(Box::new(reporter.stats.clone()));
+        for a in admissions.all() {
+            registry.register_collector(Box::new(a));
+        }
+        registry.register_collector(Box::new(outbox.stats.clone()));
         let routes = admin::boxed(AdminState {
             esl: esl.clone(),
             storage: storage.clone(),
-            http: http_stats,
-            dialer: reporter.stats.clone(),
             outbox: outbox.clone(),
             sandbox: options.sandbox.clone().zip(dialer_addr),
-            connections: admissions.all(),
+            registry: Arc::new(registry),
+            ready,
         });
         tasks.spawn(http::server::serve(
             admin_listener,

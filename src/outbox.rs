@@ -7,8 +7,9 @@
 //! after a restart (a 2xx whose commit was lost can repeat; nothing is lost). On shutdown no
 //! new sends start and the ones in flight finish.
 
+use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::RETRY_AFTER;
@@ -16,7 +17,11 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::esl::stats::Histogram;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::metrics;
 use crate::storage::{OutboxEntry, OutboxState, Storage, now_ms};
 
 /// First retry delay (then doubled per attempt, with up to 100 % jitter).
@@ -37,7 +42,7 @@ pub struct Settings {
 }
 
 /// Counters of the outbox, for `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OutboxStats {
     pub delivered: AtomicU64,
     pub failed_attempts: AtomicU64,
@@ -46,6 +51,25 @@ pub struct OutboxStats {
     pub delivery_latency: Histogram,
     /// One GET to Finaz, whatever it answered.
     pub request_latency: Histogram,
+    /// From the database at the last scrape ([`Outbox::refresh_gauges`]).
+    pending_now: AtomicI64,
+    dead_now: AtomicI64,
+    oldest_pending_age: AtomicI64,
+}
+
+impl Default for OutboxStats {
+    fn default() -> Self {
+        OutboxStats {
+            delivered: AtomicU64::default(),
+            failed_attempts: AtomicU64::default(),
+            dead: AtomicU64::default(),
+            delivery_latency: metrics::latency_histogram(),
+            request_latency: metrics::latency_histogram(),
+            pending_now: AtomicI64::new(UNKNOWN),
+            dead_now: AtomicI64::new(UNKNOWN),
+            oldest_pending_age: AtomicI64::new(UNKNOWN),
+        }
+    }
 }
 
 /// A handle to the running outbox.
@@ -82,75 +106,94 @@ impl Outbox {
         (outbox, task)
     }
 
-    /// Appends the outbox metrics (pending and dead are counted in the database: both stay
-    /// small and the state index serves them).
-    pub async fn render(&self, out: &mut String) {
-        for (state, name, help) in [
+    /// Reads what the outbox gauges show from the database (pending and dead are counted
+    /// there: both stay small and the state index serves them). Called before a scrape; a
+    /// count that fails leaves its gauge out of that scrape.
+    pub async fn refresh_gauges(&self) {
+        let g = &self.stats;
+        for (state, gauge) in [
+            (OutboxState::Pending, &g.pending_now),
+            (OutboxState::Dead, &g.dead_now),
+        ] {
+            let n = self.storage.count_outbox(state).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "outbox count for metrics failed");
+                UNKNOWN
+            });
+            gauge.store(n, Ordering::Relaxed);
+        }
+        let age = match self.storage.oldest_pending().await {
+            Ok(at) => at.map_or(0, |at| (now_ms() - at).max(0) / 1000),
+            Err(e) => {
+                tracing::warn!(error = %e, "oldest pending webhook for metrics failed");
+                UNKNOWN
+            }
+        };
+        g.oldest_pending_age.store(age, Ordering::Relaxed);
+    }
+}
+
+/// A gauge the database could not give this time.
+const UNKNOWN: i64 = -1;
+
+impl Collector for OutboxStats {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        for (name, help, gauge) in [
             (
-                OutboxState::Pending,
                 "finaz_outbox_pending",
                 "Webhooks waiting to be delivered.",
+                &self.pending_now,
             ),
             (
-                OutboxState::Dead,
                 "finaz_outbox_dead",
                 "Webhooks given up on (see `finaz-freeswitch outbox list`).",
+                &self.dead_now,
+            ),
+            (
+                "finaz_outbox_oldest_pending_age_seconds",
+                "Age of the oldest webhook still waiting to be delivered (0 when none waits).",
+                &self.oldest_pending_age,
             ),
         ] {
-            match self.storage.count_outbox(state).await {
-                Ok(n) => crate::metrics::scalar(out, name, "gauge", help, n),
-                Err(e) => tracing::warn!(error = %e, "outbox count for metrics failed"),
+            let v = gauge.load(Ordering::Relaxed);
+            if v != UNKNOWN {
+                metrics::gauge(&mut enc, name, help, v)?;
             }
         }
-        match self.storage.oldest_pending().await {
-            Ok(at) => crate::metrics::scalar(
-                out,
-                "finaz_outbox_oldest_pending_age_seconds",
-                "gauge",
-                "Age of the oldest webhook still waiting to be delivered (0 when none waits).",
-                at.map_or(0, |at| {
-                    ((crate::storage::now_ms() - at).max(0) / 1000) as u64
-                }),
-            ),
-            Err(e) => tracing::warn!(error = %e, "oldest pending webhook for metrics failed"),
-        }
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let m = |out: &mut String, name: &str, kind: &str, help: &str, v: u64| {
-            crate::metrics::scalar(out, name, kind, help, v)
-        };
-        m(
-            out,
-            "finaz_webhook_delivered_total",
-            "counter",
-            "Webhooks Finaz acknowledged with a 2xx.",
-            get(&self.stats.delivered),
-        );
-        m(
-            out,
-            "finaz_webhook_retries_total",
-            "counter",
-            "Failed delivery attempts that will be retried.",
-            get(&self.stats.failed_attempts),
-        );
-        m(
-            out,
-            "finaz_webhook_dead_total",
-            "counter",
-            "Webhooks given up on since start.",
-            get(&self.stats.dead),
-        );
-        crate::metrics::histogram(
-            out,
-            "finaz_webhook_delivery_latency_seconds",
-            "From the webhook being stored to Finaz's 2xx.",
-            &self.stats.delivery_latency,
-        );
-        crate::metrics::histogram(
-            out,
-            "finaz_webhook_request_seconds",
-            "Duration of one GET to Finaz.",
-            &self.stats.request_latency,
-        );
+        for (name, help, v) in [
+            (
+                "finaz_webhook_delivered",
+                "Webhooks Finaz acknowledged with a 2xx.",
+                &self.delivered,
+            ),
+            (
+                "finaz_webhook_retries",
+                "Failed delivery attempts that will be retried.",
+                &self.failed_attempts,
+            ),
+            (
+                "finaz_webhook_dead",
+                "Webhooks given up on since start.",
+                &self.dead,
+            ),
+        ] {
+            metrics::counter(&mut enc, name, help, get(v))?;
+        }
+        for (name, help, h) in [
+            (
+                "finaz_webhook_delivery_latency_seconds",
+                "From the webhook being stored to Finaz's 2xx.",
+                &self.delivery_latency,
+            ),
+            (
+                "finaz_webhook_request_seconds",
+                "Duration of one GET to Finaz.",
+                &self.request_latency,
+            ),
+        ] {
+            h.encode(enc.encode_descriptor(name, help, None, h.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 
@@ -224,15 +267,15 @@ async fn run(
 async fn deliver(outbox: &Outbox, http: &reqwest::Client, settings: &Settings, e: OutboxEntry) {
     let started = Instant::now();
     let result = send(http, &e.url, settings.delivery_timeout).await;
-    outbox.stats.request_latency.observe(started.elapsed());
+    metrics::observe(&outbox.stats.request_latency, started.elapsed());
     let now = now_ms();
     let stored = match result {
         Ok(status) => {
             outbox.stats.delivered.fetch_add(1, Ordering::Relaxed);
-            outbox
-                .stats
-                .delivery_latency
-                .observe(Duration::from_millis((now - e.created_at).max(0) as u64));
+            metrics::observe(
+                &outbox.stats.delivery_latency,
+                Duration::from_millis((now - e.created_at).max(0) as u64),
+            );
             tracing::info!(call_id = %e.call_id, outbox_id = e.id, attempts = e.attempts + 1, status, "webhook delivered to Finaz");
             outbox.storage.mark_delivered(e.id).await
         }

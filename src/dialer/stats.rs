@@ -1,8 +1,13 @@
-//! The dialer flow's counters, and their Prometheus text.
+//! The dialer flow's counters, read by the metrics registry at scrape time.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+
 use super::Source;
+use crate::metrics;
 
 /// Counters of the dialer flow.
 #[derive(Debug, Default)]
@@ -26,85 +31,72 @@ impl DialerStats {
     pub(super) fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
+}
 
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
+impl Collector for DialerStats {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP finaz_dialer_answered_total Answered dialer calls reported to Finaz, by how they were seen.\n# TYPE finaz_dialer_answered_total counter"
-        );
-        for s in Source::ALL {
-            let _ = writeln!(
-                out,
-                "finaz_dialer_answered_total{{source=\"{}\"}} {}",
-                s.as_str(),
-                get(&self.answered[s as usize])
-            );
-        }
-        let m = crate::metrics::scalar;
-        m(
-            out,
-            "finaz_dialer_duplicates_total",
-            "counter",
+        metrics::counter_family(
+            &mut enc,
+            "finaz_dialer_answered",
+            "Answered dialer calls reported to Finaz, by how they were seen.",
+            "source",
+            Source::ALL.map(|s| (s.as_str(), get(&self.answered[s as usize]))),
+        )?;
+        metrics::counter(
+            &mut enc,
+            "finaz_dialer_duplicates",
             "Answers of calls already reported (the other path, or twice).",
             get(&self.duplicates),
-        );
-        m(
-            out,
-            "finaz_dialer_without_crm_id_total",
-            "counter",
+        )?;
+        metrics::counter(
+            &mut enc,
+            "finaz_dialer_without_crm_id",
             "Socket hand-offs of calls without a CRM id: logged, not sent.",
             get(&self.without_crm_id),
-        );
-        m(
-            out,
-            "finaz_dialer_refused_total",
-            "counter",
+        )?;
+        metrics::counter(
+            &mut enc,
+            "finaz_dialer_refused",
             "Hand-offs with an unusable value (too long, control characters).",
             get(&self.refused),
-        );
-        m(
-            out,
-            "finaz_dialer_store_failures_total",
-            "counter",
+        )?;
+        metrics::counter(
+            &mut enc,
+            "finaz_dialer_store_failures",
             "Failed attempts to store an answered call (each is retried; see finaz_dialer_reports_waiting).",
             get(&self.store_failures),
-        );
-        m(
-            out,
-            "finaz_dialer_sessions_failed_total",
-            "counter",
+        )?;
+        metrics::counter(
+            &mut enc,
+            "finaz_dialer_sessions_failed",
             "Outbound socket sessions that ended before the channel data (timeout, garbage, early close).",
             get(&self.sessions_failed),
-        );
-        m(
-            out,
+        )?;
+        metrics::gauge(
+            &mut enc,
             "finaz_dialer_reports_waiting",
-            "gauge",
             "Answered calls the database refused so far, retried until they commit.",
-            get(&self.reports_waiting),
-        );
-        m(
-            out,
-            "finaz_dialer_sessions_oversized_total",
-            "counter",
+            get(&self.reports_waiting) as i64,
+        )?;
+        metrics::counter(
+            &mut enc,
+            "finaz_dialer_sessions_oversized",
             "Outbound sessions whose connect reply was over 64 KiB or announced a body: not read, released after the park.",
             get(&self.sessions_oversized),
-        );
-        m(
-            out,
-            "finaz_dialer_unparked_closes_total",
-            "counter",
+        )?;
+        metrics::counter(
+            &mut enc,
+            "finaz_dialer_unparked_closes",
             "Outbound sessions closed without this channel's CHANNEL_PARK within the wait: on FreeSWITCH 1.10 such a leg can stay parked in `socket`.",
             get(&self.unparked_closes),
-        );
-        m(
-            out,
+        )?;
+        metrics::gauge(
+            &mut enc,
             "finaz_dialer_sessions_active",
-            "gauge",
             "Outbound socket sessions open now.",
-            get(&self.sessions_active),
-        );
+            get(&self.sessions_active) as i64,
+        )?;
+        Ok(())
     }
 }

@@ -1,18 +1,32 @@
 //! Counters of the Finaz-facing API: requests by endpoint and outcome, and click2call latency.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::esl::stats::Histogram;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::histogram::Histogram;
 
-#[derive(Debug, Default)]
+use crate::metrics;
+
+#[derive(Debug)]
 pub struct HttpStats {
     /// (endpoint, outcome code) -> count; a few dozen keys at most.
     requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Time to answer a click2call that reached FreeSWITCH (success or its refusal).
     pub click2call_latency: Histogram,
+}
+
+impl Default for HttpStats {
+    fn default() -> Self {
+        HttpStats {
+            requests: Mutex::default(),
+            click2call_latency: metrics::latency_histogram(),
+        }
+    }
 }
 
 impl HttpStats {
@@ -26,26 +40,28 @@ impl HttpStats {
     }
 
     pub fn observe_click2call(&self, d: Duration) {
-        self.click2call_latency.observe(d);
+        metrics::observe(&self.click2call_latency, d);
     }
+}
 
-    /// Appends the Prometheus text.
-    pub fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP finaz_http_requests_total Requests from Finaz by endpoint and outcome (ok, duplicate or the error code).\n# TYPE finaz_http_requests_total counter"
-        );
+impl Collector for HttpStats {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let mut family = enc.encode_descriptor(
+            "finaz_http_requests",
+            "Requests from Finaz by endpoint and outcome (ok, duplicate or the error code).",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
         for ((endpoint, outcome), n) in self.requests.lock().expect("lock").iter() {
-            let _ = writeln!(
-                out,
-                "finaz_http_requests_total{{endpoint=\"{endpoint}\",outcome=\"{outcome}\"}} {n}"
-            );
+            let labels = [("endpoint", *endpoint), ("outcome", *outcome)];
+            ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
         }
-        crate::metrics::histogram(
-            out,
+        let h = &self.click2call_latency;
+        h.encode(enc.encode_descriptor(
             "finaz_click2call_latency_seconds",
             "Time from a click2call request to its answer, for requests that reached FreeSWITCH.",
-            &self.click2call_latency,
-        );
+            None,
+            h.metric_type(),
+        )?)
     }
 }

@@ -38,13 +38,31 @@ fn names_in(expr: &str) -> Vec<String> {
 #[tokio::test]
 async fn dashboards_and_alerts_name_only_exported_metrics_and_cover_them_all() {
     let h = Harness::start(Extra::default()).await;
+    // What Prometheus scrapes: OpenMetrics text, announced as such, complete.
+    let scrape = crate::support::get(format!("{}/metrics", h.admin))
+        .await
+        .unwrap();
+    let kind = scrape.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        kind.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{kind}"
+    );
+    assert!(scrape.text().await.unwrap().ends_with("# EOF\n"));
     let exported: BTreeSet<String> = h
         .metrics()
         .await
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
+        .filter_map(|l| l.split_once(' '))
+        // OpenMetrics names a counter's family without the `_total` its samples (and every
+        // Prometheus query) carry.
+        .map(|(name, kind)| match kind {
+            "counter" => format!("{name}_total"),
+            _ => name.to_string(),
+        })
         .collect();
     assert!(exported.len() > 30, "{exported:?}");
     h.stop().await;
