@@ -1,16 +1,20 @@
-//! The operator's HTTP listener: `/healthz`, `/readyz` and `/metrics`.
-
-use std::convert::Infallible;
-use std::time::Duration;
-
-use warp::Filter;
-use warp::http::StatusCode;
+//! The operator's HTTP listener: `/healthz`, `/readyz`, `/metrics` and the sandbox's
+//! `/sandbox/dialer`, routed by an [`Endpoint`] enum; refusals through the API's reply code.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Buf;
+use futures_util::Stream;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use warp::reply::Response;
 
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::esl::{Client, ConnectionState};
+use crate::http::reply::{self, ApiError, Format};
 use crate::metrics::{self, Registry};
 use crate::outbox::Outbox;
 use crate::sandbox::{DialerCall, Simulator};
@@ -62,145 +66,197 @@ pub async fn not_ready_reason(state: &AdminState) -> Option<String> {
     }
 }
 
-/// The admin routes as one boxed filter, for [`crate::http::server::serve`].
-pub fn boxed(state: AdminState) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
-    routes(state).map(warp::Reply::into_response).boxed()
+/// The admin listener's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Healthz,
+    Readyz,
+    Metrics,
+    SandboxDialer,
 }
 
-pub fn routes(
-    state: AdminState,
-) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
-    let state_sandbox = state.sandbox.clone();
-    let sandboxed = state_sandbox.is_some();
-    let with_state = warp::any().map(move || state.clone());
-    let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({ "status": "alive" })));
-    let readyz = warp::path!("readyz")
-        .and(warp::get())
-        .and(with_state.clone())
-        .then(|s: AdminState| async move {
-            match not_ready_reason(&s).await {
-                None => warp::reply::with_status(
-                    warp::reply::json(&serde_json::json!({ "status": "ready" })),
-                    StatusCode::OK,
-                ),
-                Some(reason) => warp::reply::with_status(
-                    warp::reply::json(
-                        &serde_json::json!({ "status": "not_ready", "reason": reason }),
-                    ),
-                    StatusCode::SERVICE_UNAVAILABLE,
-                ),
-            }
-        });
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
-        .and(with_state)
-        .then(|s: AdminState| async move {
-            let ready = not_ready_reason(&s).await.is_none();
-            s.ready.set(i64::from(ready));
-            s.outbox.refresh_gauges().await;
-            let out = metrics::encode(&s.registry);
-            warp::reply::with_header(out, "content-type", metrics::CONTENT_TYPE)
-        });
-    let sandbox_dialer = warp::path!("sandbox" / "dialer")
-        .and(warp::post())
-        .and(with_state_sandbox(state_sandbox))
-        .and(warp::body::content_length_limit(16 * 1024))
-        .and(warp::body::json())
-        .then(
-            |sandbox: Option<(Arc<Simulator>, std::net::SocketAddr)>, call: DialerCall| async move {
-                let Some((sim, dialer)) = sandbox else {
-                    return warp::reply::with_status(
-                        warp::reply::json(&serde_json::json!({
-                            "error": "not_sandbox",
-                            "message": "only `finaz-freeswitch sandbox` plays dialer calls"
-                        })),
-                        StatusCode::NOT_FOUND,
-                    );
-                };
-                match sim.dialer_call(dialer, call).await {
-                    Ok(played) => warp::reply::with_status(
-                        warp::reply::json(&serde_json::json!({
-                            "sandbox": true,
-                            "cid": played.call_id,
-                            "message": "sandbox dialer call answered; the webhook is on its way to finaz.answered_url"
-                        })),
-                        StatusCode::OK,
-                    ),
-                    Err(e) => warp::reply::with_status(
-                        warp::reply::json(&serde_json::json!({
-                            "sandbox": true, "error": "dialer_failed", "message": e.to_string()
-                        })),
-                        StatusCode::BAD_GATEWAY,
-                    ),
+impl Endpoint {
+    fn parse(path: &str) -> Option<Self> {
+        match path {
+            "/healthz" => Some(Endpoint::Healthz),
+            "/readyz" => Some(Endpoint::Readyz),
+            "/metrics" => Some(Endpoint::Metrics),
+            "/sandbox/dialer" => Some(Endpoint::SandboxDialer),
+            _ => None,
+        }
+    }
+
+    /// The one method each endpoint takes.
+    fn method(self) -> Method {
+        match self {
+            Endpoint::SandboxDialer => Method::POST,
+            _ => Method::GET,
+        }
+    }
+}
+
+/// Largest `/sandbox/dialer` body, and how long it may take to arrive.
+const MAX_BODY: u64 = 16 * 1024;
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The admin listener as one filter, for [`crate::http::server::serve`]: warp hands every
+/// request to [`dispatch`], the same shape as the Finaz-facing listener.
+pub fn boxed(state: AdminState) -> BoxedFilter<(Response,)> {
+    let state = Arc::new(state);
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(move |method, path: warp::path::FullPath, headers, body| {
+            let state = state.clone();
+            async move {
+                let mut r = dispatch(&state, method, path.as_str(), &headers, body).await;
+                if state.sandbox.is_some() {
+                    r.headers_mut()
+                        .insert("x-finaz-sandbox", HeaderValue::from_static("true"));
                 }
-            },
-        );
-    healthz
-        .map(warp::Reply::into_response)
-        .or(readyz.map(warp::Reply::into_response))
-        .unify()
-        .or(metrics.map(warp::Reply::into_response))
-        .unify()
-        .or(sandbox_dialer.map(warp::Reply::into_response))
-        .unify()
-        .recover(|r: warp::Rejection| async move { Ok::<_, Infallible>(rejection(&r)) })
-        .unify()
-        .map(move |mut r: warp::reply::Response| {
-            if sandboxed {
-                r.headers_mut().insert(
-                    "x-finaz-sandbox",
-                    warp::http::HeaderValue::from_static("true"),
-                );
+                r
             }
-            r
         })
+        .boxed()
 }
 
-/// The one answer for every refusal of the admin listener: its status and a code.
-fn rejection(r: &warp::Rejection) -> warp::reply::Response {
-    use warp::Reply;
-    let (status, code, message) = if r.is_not_found() {
-        (
+async fn dispatch<S, B>(
+    state: &AdminState,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: S,
+) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let Some(endpoint) = Endpoint::parse(path) else {
+        return refuse(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            "no such endpoint".to_string(),
-        )
-    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "wrong method for this endpoint (GET /healthz /readyz /metrics, POST /sandbox/dialer)"
-                .to_string(),
-        )
-    } else if let Some(e) = r.find::<warp::filters::body::BodyDeserializeError>() {
-        (StatusCode::BAD_REQUEST, "malformed_body", e.to_string())
-    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "the body is larger than 16 KiB".to_string(),
-        )
-    } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
-        (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send JSON (Content-Type: application/json)".to_string(),
-        )
-    } else {
-        (StatusCode::BAD_REQUEST, "bad_request", format!("{r:?}"))
+            "no such endpoint (GET /healthz /readyz /metrics, POST /sandbox/dialer)",
+        ));
     };
-    warp::reply::with_status(
-        warp::reply::json(&serde_json::json!({ "error": code, "message": message })),
-        status,
-    )
-    .into_response()
+    if method != endpoint.method() {
+        let allow = if endpoint.method() == Method::POST {
+            "POST"
+        } else {
+            "GET"
+        };
+        return refuse(
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed here; use {allow}"),
+            )
+            .allow(allow),
+        );
+    }
+    match endpoint {
+        Endpoint::Healthz => json(StatusCode::OK, serde_json::json!({ "status": "alive" })),
+        Endpoint::Readyz => match not_ready_reason(state).await {
+            None => json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
+            Some(reason) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "status": "not_ready", "reason": reason }),
+            ),
+        },
+        Endpoint::Metrics => {
+            let ready = not_ready_reason(state).await.is_none();
+            state.ready.set(i64::from(ready));
+            state.outbox.refresh_gauges().await;
+            let mut r = Response::new(metrics::encode(&state.registry).into());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
+            r
+        }
+        Endpoint::SandboxDialer => sandbox_dialer(state, headers, body).await,
+    }
 }
 
-fn with_state_sandbox(
-    s: Option<(Arc<Simulator>, std::net::SocketAddr)>,
-) -> impl Filter<Extract = (Option<(Arc<Simulator>, std::net::SocketAddr)>,), Error = Infallible> + Clone
+/// `POST /sandbox/dialer`: plays a dialer call through the simulator.
+async fn sandbox_dialer<S, B>(state: &AdminState, headers: &HeaderMap, body: S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
 {
-    warp::any().map(move || s.clone())
+    let not_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| !c.contains("json"));
+    if not_json {
+        return refuse(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send JSON (Content-Type: application/json)",
+        ));
+    }
+    let body = match tokio::time::timeout(
+        BODY_TIMEOUT,
+        crate::http::read_body(headers, body, MAX_BODY),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return refuse(e),
+        Err(_) => {
+            return refuse(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            ));
+        }
+    };
+    let call: DialerCall = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return refuse(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                format!("not a dialer call: {e}"),
+            ));
+        }
+    };
+    let Some((sim, dialer)) = &state.sandbox else {
+        return refuse(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_sandbox",
+            "only `finaz-freeswitch sandbox` plays dialer calls",
+        ));
+    };
+    match sim.dialer_call(*dialer, call).await {
+        Ok(played) => json(
+            StatusCode::OK,
+            serde_json::json!({
+                "sandbox": true,
+                "cid": played.call_id,
+                "message": "sandbox dialer call answered; the webhook is on its way to finaz.answered_url"
+            }),
+        ),
+        Err(e) => json(
+            StatusCode::BAD_GATEWAY,
+            serde_json::json!({
+                "sandbox": true, "error": "dialer_failed", "message": e.to_string()
+            }),
+        ),
+    }
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    let mut r = Response::new(body.to_string().into());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Every refusal of the admin listener: its status and a code, as JSON.
+fn refuse(e: ApiError) -> Response {
+    reply::error(&e, Format::Json)
 }

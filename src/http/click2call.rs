@@ -7,7 +7,7 @@ use warp::http::{HeaderMap, StatusCode, header};
 use warp::reply::Response;
 
 use super::reply::{self, ApiError, answer_format};
-use super::{Ctx, ENDPOINT_CLICK2CALL};
+use super::{Ctx, Endpoint};
 use crate::click2call::{Click2CallError, Request};
 use crate::domain::values::IdempotencyKey;
 use crate::domain::values::{InvalidField, Ramal, Telefone};
@@ -267,13 +267,13 @@ pub async fn handle(ctx: &Ctx, headers: &HeaderMap, query: &str, body: &[u8]) ->
         Ok(f) => f,
         Err(e) => {
             let json = content_type.is_some_and(|c| c.contains("json"));
-            return ctx.refuse(ENDPOINT_CLICK2CALL, &e, answer_format(headers, json));
+            return ctx.refuse(Endpoint::Click2Call, &e, answer_format(headers, json));
         }
     };
     let format = answer_format(headers, fields.json_body);
     let request = match validate(ctx, headers, &fields) {
         Ok(r) => r,
-        Err(e) => return ctx.refuse(ENDPOINT_CLICK2CALL, &e, format),
+        Err(e) => return ctx.refuse(Endpoint::Click2Call, &e, format),
     };
     let started = Instant::now();
     let result = ctx.click2call.place(request).await;
@@ -281,10 +281,10 @@ pub async fn handle(ctx: &Ctx, headers: &HeaderMap, query: &str, body: &[u8]) ->
     match result {
         Ok(answer) => {
             let outcome = if answer.duplicate { "duplicate" } else { "ok" };
-            ctx.stats.count(ENDPOINT_CLICK2CALL, outcome);
+            ctx.stats.count(Endpoint::Click2Call, outcome);
             reply::call_id(answer.placed.call_id.as_str(), format)
         }
-        Err(e) => ctx.refuse(ENDPOINT_CLICK2CALL, &engine_error(&e), format),
+        Err(e) => ctx.refuse(Endpoint::Click2Call, &engine_error(&e), format),
     }
 }
 

@@ -1,7 +1,9 @@
 //! The Finaz-facing HTTP listener: edge checks (allow-list, body limit), then the endpoint.
 //!
 //! warp only serves here: one catch-all filter hands method, path, peer, headers, query and
-//! body to [`dispatch`], so every answer (including 404, 405 and 413) carries our error codes.
+//! body to [`dispatch`], which routes by [`Endpoint`], so every answer (including 404, 405 and
+//! 413) carries our error codes. The admin listener (`crate::admin`) has the same shape; both
+//! answer refusals through [`reply`].
 
 pub mod click2call;
 pub mod edge;
@@ -32,9 +34,25 @@ use reply::{ApiError, Format};
 use server::PeerAddr;
 use stats::HttpStats;
 
-pub const ENDPOINT_CLICK2CALL: &str = "click2call";
-pub const ENDPOINT_RECORDING: &str = "recording";
-pub const ENDPOINT_OTHER: &str = "other";
+/// What a request is for: the endpoint its path names (`http.click2call_path`,
+/// `http.recording_path`), or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Endpoint {
+    Click2Call,
+    Recording,
+    Other,
+}
+
+impl Endpoint {
+    /// Its name in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Click2Call => "click2call",
+            Endpoint::Recording => "recording",
+            Endpoint::Other => "other",
+        }
+    }
+}
 
 /// What the handlers need, shared by every request.
 pub struct Ctx {
@@ -88,8 +106,9 @@ impl Ctx {
     }
 
     /// Counts and logs a refusal, and renders it.
-    fn refuse(&self, endpoint: &'static str, e: &ApiError, format: Format) -> Response {
+    fn refuse(&self, endpoint: Endpoint, e: &ApiError, format: Format) -> Response {
         self.stats.count(endpoint, e.code);
+        let endpoint = endpoint.as_str();
         if e.status.is_server_error() {
             tracing::warn!(endpoint, status = e.status.as_u16(), code = e.code, message = %e.message, "request failed");
         } else {
@@ -221,11 +240,11 @@ where
         .is_some_and(|c| c.contains("json"));
     let format = reply::answer_format(&headers, json_request);
     let endpoint = if path == ctx.click2call_path {
-        ENDPOINT_CLICK2CALL
+        Endpoint::Click2Call
     } else if path == ctx.recording_path {
-        ENDPOINT_RECORDING
+        Endpoint::Recording
     } else {
-        ENDPOINT_OTHER
+        Endpoint::Other
     };
     // The allow-list comes first: nobody else learns anything, not even which paths exist.
     let fwd = Forwarding {
@@ -271,16 +290,17 @@ where
         .retry_after(secs);
         return ctx.refuse(endpoint, &e, format);
     }
-    if endpoint == ENDPOINT_RECORDING {
-        return recording::handle(ctx, &method, &headers, &query).await;
-    }
-    if endpoint != ENDPOINT_CLICK2CALL {
-        let e = ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no endpoint at {path}"),
-        );
-        return ctx.refuse(endpoint, &e, format);
+    match endpoint {
+        Endpoint::Recording => return recording::handle(ctx, &method, &headers, &query).await,
+        Endpoint::Click2Call => {}
+        Endpoint::Other => {
+            let e = ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no endpoint at {path}"),
+            );
+            return ctx.refuse(endpoint, &e, format);
+        }
     }
     if method != Method::POST {
         let e = ApiError::new(
@@ -316,7 +336,11 @@ fn raw_values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a [u8]> {
 }
 
 /// Reads the body, refusing it as soon as it passes `limit` (announced or streamed).
-async fn read_body<S, B>(headers: &HeaderMap, mut body: S, limit: u64) -> Result<Bytes, ApiError>
+pub(crate) async fn read_body<S, B>(
+    headers: &HeaderMap,
+    mut body: S,
+    limit: u64,
+) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,

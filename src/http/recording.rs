@@ -13,7 +13,7 @@ use warp::reply::Response;
 
 use super::range::{self, Wanted};
 use super::reply::ApiError;
-use super::{Ctx, ENDPOINT_RECORDING};
+use super::{Ctx, Endpoint};
 use crate::domain::values::{CallId, InvalidField, Telefone};
 use crate::recordings::{RecordingError, RecordingFile};
 
@@ -71,7 +71,7 @@ fn error_for(e: &RecordingError) -> ApiError {
 /// Handles a download whose source address already passed the allow-list.
 pub async fn handle(ctx: &Ctx, method: &Method, headers: &HeaderMap, query: &str) -> Response {
     let format = super::reply::answer_format(headers, false);
-    let refuse = |e: ApiError| ctx.refuse(ENDPOINT_RECORDING, &e.allow("GET, HEAD"), format);
+    let refuse = |e: ApiError| ctx.refuse(Endpoint::Recording, &e.allow("GET, HEAD"), format);
     if method != Method::GET && method != Method::HEAD {
         return refuse(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -130,7 +130,7 @@ pub async fn handle(ctx: &Ctx, method: &Method, headers: &HeaderMap, query: &str
     };
     match respond(method, headers, &call, found).await {
         Ok((outcome, response)) => {
-            ctx.stats.count(ENDPOINT_RECORDING, outcome);
+            ctx.stats.count(Endpoint::Recording, outcome);
             response
         }
         Err(e) => refuse(ApiError::new(

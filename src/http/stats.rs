@@ -10,12 +10,13 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::histogram::Histogram;
 
+use super::Endpoint;
 use crate::metrics;
 
 #[derive(Debug)]
 pub struct HttpStats {
     /// (endpoint, outcome code) -> count; a few dozen keys at most.
-    requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    requests: Mutex<BTreeMap<(Endpoint, &'static str), u64>>,
     /// Time to answer a click2call that reached FreeSWITCH (success or its refusal).
     pub click2call_latency: Histogram,
 }
@@ -30,7 +31,7 @@ impl Default for HttpStats {
 }
 
 impl HttpStats {
-    pub fn count(&self, endpoint: &'static str, outcome: &'static str) {
+    pub fn count(&self, endpoint: Endpoint, outcome: &'static str) {
         *self
             .requests
             .lock()
@@ -53,7 +54,7 @@ impl Collector for HttpStats {
             prometheus_client::metrics::MetricType::Counter,
         )?;
         for ((endpoint, outcome), n) in self.requests.lock().expect("lock").iter() {
-            let labels = [("endpoint", *endpoint), ("outcome", *outcome)];
+            let labels = [("endpoint", endpoint.as_str()), ("outcome", *outcome)];
             ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
         }
         let h = &self.click2call_latency;

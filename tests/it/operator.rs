@@ -461,8 +461,9 @@ async fn json_logs_in_the_sandbox_are_json_and_say_so() {
     assert!(lines >= 3, "{logs}");
 }
 
-/// The admin listener answers what went wrong: an unknown path is 404, a wrong method 405,
-/// a body that is not JSON 400; each with a code.
+/// The admin listener answers what went wrong: an unknown path is 404, a wrong method 405
+/// (with `Allow`), a body that is not JSON 400, one too large 413, another media type 415;
+/// each with a code.
 #[tokio::test]
 async fn admin_refusals_say_what_went_wrong() {
     let h = Harness::start(Extra::default()).await;
@@ -484,7 +485,31 @@ async fn admin_refusals_say_what_went_wrong() {
             400,
             "malformed_body",
         ),
+        (
+            http.post(url("/sandbox/dialer"))
+                .header("content-type", "application/json")
+                .body(vec![b' '; 17 * 1024]),
+            413,
+            "body_too_large",
+        ),
+        (
+            http.post(url("/sandbox/dialer"))
+                .header("content-type", "text/plain")
+                .body("{}"),
+            415,
+            "unsupported_media_type",
+        ),
+        // Not a sandbox: the endpoint exists, the simulator does not.
+        (
+            http.post(url("/sandbox/dialer"))
+                .header("content-type", "application/json")
+                .body(r#"{"ramal":"1001","telefone":"41988445566","crm_id":"X"}"#),
+            404,
+            "not_sandbox",
+        ),
     ];
+    let allow = http.post(url("/readyz")).send().await.unwrap();
+    assert_eq!(allow.headers()["allow"], "GET");
     for (req, status, want) in cases {
         assert_eq!(
             code(req.send().await.unwrap()).await,
