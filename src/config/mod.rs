@@ -230,27 +230,18 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Parses `500ms`, `30s`, `5m`, `24h`, `7d` (a bare number is seconds).
+/// Parses a duration as `humantime` does (`500ms`, `30s`, `5m`, `1h 30m`, `7d`); a bare
+/// number is seconds (environment values arrive as numbers).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 30s, 5m, 24h"))?;
-    let d = match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86400),
-        other => {
-            return Err(format!(
-                "{s:?}: unknown unit {other:?} (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    Ok(d)
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|e| format!("{s:?}: {e}"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 500ms, 30s, 5m, 24h ({e})"))
 }
 
 /// Parses an IP (`10.0.0.1`, `::1`) or a CIDR (`10.0.0.0/8`).
@@ -282,8 +273,11 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("h").is_err());
+        assert!(parse_duration("").is_err());
     }
 
     #[test]
