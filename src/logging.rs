@@ -55,5 +55,3 @@ impl std::io::Write for Stderr {
         std::io::stderr().flush()
     }
 }
-
-pub use crate::domain::values::mask_phone;

@@ -12,8 +12,8 @@ use tokio::time::sleep_until;
 use super::step::{Effect, Input, Phase, Stored, Within, step};
 use super::{Click2CallError, Inner, Placed, Request};
 use crate::domain::values::CallId;
+use crate::domain::values::mask_phone;
 use crate::esl::{ClientError, ConnectionState, Job};
-use crate::logging::mask_phone;
 use crate::storage::{CallKind, CallState, NewCall, now_ms};
 
 use super::dedupe::Outcome;

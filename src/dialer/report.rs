@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use super::{Answered, DialerStats, NotReported, Source};
 use crate::domain::answered_url::AnsweredUrl;
-use crate::logging::mask_phone;
+use crate::domain::values::mask_phone;
 use crate::storage::{DialerReport, Reported, Storage, StorageError, now_ms};
 
 /// Answered calls held in memory while the database refuses them; beyond this the newest is

@@ -2,7 +2,7 @@
 //!
 //! warp only serves here: one catch-all filter hands method, path, peer, headers, query and
 //! body to [`dispatch`], which routes by [`Endpoint`], so every answer (including 404, 405 and
-//! 413) carries our error codes. The admin listener (`crate::admin`) has the same shape; both
+//! 413) carries our error codes. The admin listener (`src/admin.rs`) has the same shape; both
 //! answer refusals through [`reply`].
 
 pub mod click2call;
@@ -26,8 +26,8 @@ use warp::http::{HeaderMap, Method, StatusCode, header};
 use warp::reply::Response;
 
 use crate::click2call::Click2Call;
+use crate::domain::values::mask_phone;
 use crate::log_limit::LogLimit;
-use crate::logging::mask_phone;
 use crate::recordings::Recordings;
 use edge::{Edge, Forwarding, Refusal};
 use reply::{ApiError, Format};
