@@ -14,4 +14,5 @@ mod operator;
 mod outbound;
 mod recording;
 mod service;
+mod structure;
 mod support;
