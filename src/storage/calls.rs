@@ -5,6 +5,7 @@ use futures_util::FutureExt;
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 
+use super::executor::Op;
 use super::{Storage, StorageError, now_ms};
 use crate::domain::values::MaskedPhone;
 
@@ -154,7 +155,7 @@ impl Storage {
             at: now_ms(),
         };
         self.exec
-            .run("insert_call", move |c| insert(c, row).boxed())
+            .run(Op::one("insert_call"), move |c| insert(c, row).boxed())
             .await
     }
 
@@ -162,7 +163,7 @@ impl Storage {
     pub async fn link_leg(&self, leg_id: &str, call_id: &str) -> Result<(), StorageError> {
         let (leg, call) = (leg_id.to_string(), call_id.to_string());
         self.exec
-            .run("link_leg", move |c| {
+            .run(Op::one("link_leg"), move |c| {
                 async move {
                     sqlx::query(
                         "INSERT INTO call_legs (leg_id, call_id) VALUES ($1, $2) ON CONFLICT (leg_id) DO NOTHING",
@@ -191,7 +192,7 @@ impl Storage {
         let answered_at = (state == CallState::Answered).then_some(now);
         let ended_at = matches!(state, CallState::Ended | CallState::Failed).then_some(now);
         self.exec
-            .run("set_call_state", move |c| {
+            .run(Op::one("set_call_state"), move |c| {
                 async move {
                     sqlx::query(
                         "UPDATE calls SET state = $2, outcome = COALESCE($3, outcome),

@@ -2,9 +2,11 @@
 //! one transaction, and answers each with its own typed result once that transaction commits.
 //!
 //! An operation is a boxed async function of the connection; it knows nothing of batches and
-//! the executor knows nothing of tables. Each runs inside its own savepoint, so an operation
-//! that fails (a constraint, say) is undone whole and fails alone while the rest of its batch
-//! commits; a failed commit fails every operation of the batch.
+//! the executor knows nothing of tables. An operation of several statements runs inside its
+//! own savepoint, so one that fails (a constraint, say) is undone whole and fails alone while
+//! the rest of its batch commits; an operation of one statement needs none (SQLite undoes a
+//! failed statement by itself), which spares two statements on the hot path. A failed commit
+//! fails every operation of the batch.
 
 use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
@@ -32,7 +34,38 @@ struct Ran {
     answer: Answer,
 }
 
-type Job = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Ran> + Send>;
+type Run = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Ran> + Send>;
+
+struct Job {
+    savepoint: bool,
+    run: Run,
+}
+
+/// What an operation is to the executor: its name in logs (never its values), and whether
+/// it needs a savepoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Op {
+    name: &'static str,
+    several: bool,
+}
+
+impl Op {
+    /// One statement: SQLite undoes it by itself if it fails.
+    pub(super) const fn one(name: &'static str) -> Op {
+        Op {
+            name,
+            several: false,
+        }
+    }
+
+    /// Several statements, undone together if one fails.
+    pub(super) const fn several(name: &'static str) -> Op {
+        Op {
+            name,
+            several: true,
+        }
+    }
+}
 
 enum Msg {
     Run(Job),
@@ -64,9 +97,8 @@ impl Executor {
         Executor { tx }
     }
 
-    /// Queues `op` and waits until the transaction that ran it commits, with its result.
-    /// `name` says what the operation is in logs (never its values).
-    pub(super) async fn run<T, F>(&self, name: &'static str, op: F) -> Result<T, StorageError>
+    /// Queues `f` and waits until the transaction that ran it commits, with its result.
+    pub(super) async fn run<T, F>(&self, op: Op, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
@@ -74,14 +106,14 @@ impl Executor {
             + 'static,
     {
         let (done, rx) = oneshot::channel();
-        self.send(name, op, done).await?;
+        self.send(op, f, done).await?;
         rx.await.map_err(|_| abandoned())?
     }
 
     /// Queues `op` behind everything queued before it and returns without waiting for the
     /// commit (a failure is logged). For event streams whose order matters more than each
     /// caller knowing the outcome.
-    pub(super) async fn submit<T, F>(&self, name: &'static str, op: F) -> Result<(), StorageError>
+    pub(super) async fn submit<T, F>(&self, op: Op, f: F) -> Result<(), StorageError>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
@@ -89,13 +121,13 @@ impl Executor {
             + 'static,
     {
         let (done, _) = oneshot::channel();
-        self.send(name, op, done).await
+        self.send(op, f, done).await
     }
 
     async fn send<T, F>(
         &self,
-        name: &'static str,
-        op: F,
+        op: Op,
+        f: F,
         done: oneshot::Sender<Result<T, StorageError>>,
     ) -> Result<(), StorageError>
     where
@@ -104,9 +136,10 @@ impl Executor {
             + Send
             + 'static,
     {
-        let job: Job = Box::new(move |conn| {
+        let name = op.name;
+        let run: Run = Box::new(move |conn| {
             Box::pin(async move {
-                let result = op(conn).await;
+                let result = f(conn).await;
                 let ok = result.is_ok();
                 let answer: Answer = Box::new(move |commit_failed| {
                     let reply = match (commit_failed, result) {
@@ -124,6 +157,10 @@ impl Executor {
                 Ran { ok, answer }
             })
         });
+        let job = Job {
+            savepoint: op.several,
+            run,
+        };
         self.tx.send(Msg::Run(job)).await.map_err(|_| closed())
     }
 
@@ -206,12 +243,16 @@ async fn commit(
         // fail the whole batch with SQLITE_BUSY when `outbox retry` (another process) writes.
         let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
         for job in batch.drain(..) {
-            sqlx::query("SAVEPOINT op").execute(&mut *tx).await?;
-            let ran = job(&mut tx).await;
-            if !ran.ok {
-                sqlx::query("ROLLBACK TO op").execute(&mut *tx).await?;
+            if job.savepoint {
+                sqlx::query("SAVEPOINT op").execute(&mut *tx).await?;
             }
-            sqlx::query("RELEASE op").execute(&mut *tx).await?;
+            let ran = (job.run)(&mut tx).await;
+            if job.savepoint {
+                if !ran.ok {
+                    sqlx::query("ROLLBACK TO op").execute(&mut *tx).await?;
+                }
+                sqlx::query("RELEASE op").execute(&mut *tx).await?;
+            }
             answers.push(ran.answer);
         }
         tx.commit().await
@@ -256,7 +297,7 @@ mod tests {
         let insert = |k: &'static str, n: i64| {
             let exec = exec.clone();
             async move {
-                exec.run("insert", move |c| {
+                exec.run(Op::one("insert"), move |c| {
                     Box::pin(async move {
                         sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)")
                             .bind(k)
@@ -269,7 +310,7 @@ mod tests {
                 .await
             }
         };
-        let half = exec.run("half", |c| {
+        let half = exec.run(Op::several("half"), |c| {
             Box::pin(async move {
                 sqlx::query("INSERT INTO t (k, n) VALUES ('half', 1)")
                     .execute(&mut *c)
@@ -291,7 +332,7 @@ mod tests {
         assert_eq!(keys, ["a", "b"], "nothing of the failed operation stayed");
         // Submitted operations keep their order; close waits for them.
         for n in 0..50 {
-            exec.submit("bump", move |c| {
+            exec.submit(Op::one("bump"), move |c| {
                 Box::pin(async move {
                     sqlx::query("UPDATE t SET n = $1 WHERE k = 'a' AND n = $1 - 1")
                         .bind(n + 2)
@@ -309,7 +350,7 @@ mod tests {
             .unwrap();
         assert_eq!(n, 51, "every submitted operation ran, in order");
         assert!(
-            exec.run("late", |_| Box::pin(async { Ok(()) }))
+            exec.run(Op::one("late"), |_| Box::pin(async { Ok(()) }))
                 .await
                 .is_err(),
             "a closed executor refuses work"

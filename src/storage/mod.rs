@@ -98,7 +98,7 @@ impl Storage {
     pub async fn check_writable(&self) -> Result<(), StorageError> {
         let at = now_ms();
         self.exec
-            .run("probe", move |c| {
+            .run(executor::Op::one("probe"), move |c| {
                 async move {
                     sqlx::query(
                         "INSERT INTO health (id, checked_at) VALUES (1, $1)

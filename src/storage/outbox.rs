@@ -11,6 +11,7 @@ use futures_util::FutureExt;
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 
+use super::executor::Op;
 use super::{Storage, StorageError, calls, now_ms};
 
 /// Where an outbox entry stands.
@@ -131,7 +132,7 @@ impl Storage {
     /// legs was already reported is a duplicate.
     pub async fn report_dialer_call(&self, report: DialerReport) -> Result<Reported, StorageError> {
         self.exec
-            .run("report_dialer_call", move |c| {
+            .run(Op::several("report_dialer_call"), move |c| {
                 report_dialer(c, report).boxed()
             })
             .await
@@ -146,7 +147,9 @@ impl Storage {
         until: i64,
     ) -> Result<Vec<OutboxEntry>, StorageError> {
         self.exec
-            .run("lease_due", move |c| lease(c, now, limit, until).boxed())
+            .run(Op::several("lease_due"), move |c| {
+                lease(c, now, limit, until).boxed()
+            })
             .await
     }
 
@@ -164,7 +167,7 @@ impl Storage {
     pub async fn mark_delivered(&self, id: i64) -> Result<(), StorageError> {
         let at = now_ms();
         self.exec
-            .run("mark_delivered", move |c| {
+            .run(Op::one("mark_delivered"), move |c| {
                 async move {
                     sqlx::query(
                         "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = $2,
@@ -193,7 +196,7 @@ impl Storage {
     ) -> Result<(), StorageError> {
         let error = error.to_string();
         self.exec
-            .run("mark_failed", move |c| {
+            .run(Op::one("mark_failed"), move |c| {
                 async move {
                     sqlx::query(
                         "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3,

@@ -5,6 +5,7 @@ use futures_util::FutureExt;
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 
+use super::executor::Op;
 use super::{Storage, StorageError, calls, now_ms};
 
 /// Where a recording stands.
@@ -71,13 +72,13 @@ pub enum RecordingEvent {
 }
 
 impl RecordingEvent {
-    /// What the operation is, for logs (never its paths).
-    fn name(&self) -> &'static str {
+    /// What the operation is: its name in logs (never its paths), and its statements.
+    fn op(&self) -> Op {
         match self {
-            RecordingEvent::Started { .. } => "recording_started",
-            RecordingEvent::Stopped { .. } => "recording_stopped",
-            RecordingEvent::HungUp { .. } => "leg_hung_up",
-            RecordingEvent::Bridged { .. } => "link_bridge",
+            RecordingEvent::Started { .. } => Op::one("recording_started"),
+            RecordingEvent::Stopped { .. } => Op::one("recording_stopped"),
+            RecordingEvent::HungUp { .. } => Op::several("leg_hung_up"),
+            RecordingEvent::Bridged { .. } => Op::several("link_bridge"),
         }
     }
 }
@@ -87,7 +88,7 @@ impl Storage {
     pub async fn queue_recording_event(&self, e: RecordingEvent) -> Result<(), StorageError> {
         let at = now_ms();
         self.exec
-            .submit(e.name(), move |c| apply(c, e, at).boxed())
+            .submit(e.op(), move |c| apply(c, e, at).boxed())
             .await
     }
 
@@ -95,7 +96,7 @@ impl Storage {
     async fn record(&self, e: RecordingEvent) -> Result<(), StorageError> {
         let at = now_ms();
         self.exec
-            .run(e.name(), move |c| apply(c, e, at).boxed())
+            .run(e.op(), move |c| apply(c, e, at).boxed())
             .await
     }
 

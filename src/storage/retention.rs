@@ -8,6 +8,7 @@ use futures_util::FutureExt;
 use sqlx::sqlite::SqliteConnection;
 use tokio_util::sync::CancellationToken;
 
+use super::executor::Op;
 use super::{Storage, StorageError, now_ms};
 
 /// Rows per table per batch.
@@ -58,7 +59,9 @@ impl Storage {
     /// short transaction; how many rows went. Call it until it returns 0.
     pub async fn prune_batch(&self, cutoff: i64, limit: i64) -> Result<u64, StorageError> {
         self.exec
-            .run("prune", move |c| prune(c, cutoff, limit).boxed())
+            .run(Op::several("prune"), move |c| {
+                prune(c, cutoff, limit).boxed()
+            })
             .await
     }
 }
