@@ -1,5 +1,6 @@
-//! The operator's HTTP listener: `/healthz`, `/readyz`, `/metrics` and the sandbox's
-//! `/sandbox/dialer`, routed by an [`Endpoint`] enum; refusals through the API's reply code.
+//! The operator's HTTP listener: the console (`/`, `crate::console`), `/healthz`, `/readyz`,
+//! `/metrics` and the sandbox's `/sandbox/dialer`, routed by an [`Endpoint`] enum, each
+//! behind `admin.token` but the probes; refusals through the API's reply code.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use warp::reply::Response;
 
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::console::{self, Console, access::Access};
 use crate::esl::{Client, ConnectionState};
 use crate::http::reply::{self, ApiError, Format};
 use crate::metrics::{self, Registry};
@@ -32,6 +34,10 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     /// `finaz_ready`, set at each scrape.
     pub ready: Gauge,
+    /// The operator console (`GET /`).
+    pub console: Arc<Console>,
+    /// Who may use everything but the probes.
+    pub access: Access,
 }
 
 impl AdminState {
@@ -73,6 +79,7 @@ enum Endpoint {
     Readyz,
     Metrics,
     SandboxDialer,
+    Console(console::routes::Page),
 }
 
 impl Endpoint {
@@ -82,16 +89,23 @@ impl Endpoint {
             "/readyz" => Some(Endpoint::Readyz),
             "/metrics" => Some(Endpoint::Metrics),
             "/sandbox/dialer" => Some(Endpoint::SandboxDialer),
-            _ => None,
+            other => console::routes::Page::parse(other).map(Endpoint::Console),
         }
     }
 
-    /// The one method each endpoint takes.
-    fn method(self) -> Method {
+    /// The methods each endpoint takes, as `Allow` says them.
+    fn allow(self) -> &'static str {
         match self {
-            Endpoint::SandboxDialer => Method::POST,
-            _ => Method::GET,
+            Endpoint::SandboxDialer => "POST",
+            Endpoint::Console(p) => p.allow(),
+            _ => "GET",
         }
+    }
+
+    /// Probes answer everyone; the rest wants `admin.token` when one is set.
+    fn open(self) -> bool {
+        matches!(self, Endpoint::Healthz | Endpoint::Readyz)
+            || self == Endpoint::Console(console::routes::Page::Login)
     }
 }
 
@@ -103,21 +117,26 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// request to [`dispatch`], the same shape as the Finaz-facing listener.
 pub fn boxed(state: AdminState) -> BoxedFilter<(Response,)> {
     let state = Arc::new(state);
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     warp::method()
         .and(warp::path::full())
+        .and(query)
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
-        .then(move |method, path: warp::path::FullPath, headers, body| {
-            let state = state.clone();
-            async move {
-                let mut r = dispatch(&state, method, path.as_str(), &headers, body).await;
-                if state.sandbox.is_some() {
-                    r.headers_mut()
-                        .insert("x-finaz-sandbox", HeaderValue::from_static("true"));
+        .then(
+            move |method, path: warp::path::FullPath, query: String, headers, body| {
+                let state = state.clone();
+                async move {
+                    let mut r =
+                        dispatch(&state, method, path.as_str(), &query, &headers, body).await;
+                    if state.sandbox.is_some() {
+                        r.headers_mut()
+                            .insert("x-finaz-sandbox", HeaderValue::from_static("true"));
+                    }
+                    r
                 }
-                r
-            }
-        })
+            },
+        )
         .boxed()
 }
 
@@ -125,6 +144,7 @@ async fn dispatch<S, B>(
     state: &AdminState,
     method: Method,
     path: &str,
+    query: &str,
     headers: &HeaderMap,
     body: S,
 ) -> Response
@@ -136,15 +156,11 @@ where
         return refuse(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            "no such endpoint (GET /healthz /readyz /metrics, POST /sandbox/dialer)",
+            "no such endpoint (GET / /healthz /readyz /metrics, POST /sandbox/dialer)",
         ));
     };
-    if method != endpoint.method() {
-        let allow = if endpoint.method() == Method::POST {
-            "POST"
-        } else {
-            "GET"
-        };
+    let allow = endpoint.allow();
+    if !allow.split(", ").any(|m| m == method.as_str()) {
         return refuse(
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -153,6 +169,16 @@ where
             )
             .allow(allow),
         );
+    }
+    if !endpoint.open()
+        && let Err(e) = state.access.check(headers)
+    {
+        return console::routes::unauthorized(headers, e);
+    }
+    if method == Method::POST
+        && let Err(e) = console::access::same_origin(headers)
+    {
+        return refuse(e);
     }
     match endpoint {
         Endpoint::Healthz => json(StatusCode::OK, serde_json::json!({ "status": "alive" })),
@@ -175,6 +201,21 @@ where
             r
         }
         Endpoint::SandboxDialer => sandbox_dialer(state, headers, body).await,
+        Endpoint::Console(page) => {
+            let not_ready = match page {
+                console::routes::Page::Home | console::routes::Page::Sections => {
+                    not_ready_reason(state).await
+                }
+                _ => None,
+            };
+            let request = console::routes::Request {
+                method: &method,
+                query,
+                headers,
+                not_ready,
+            };
+            console::routes::handle(&state.console, &state.access, page, request, body).await
+        }
     }
 }
 

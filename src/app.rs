@@ -319,12 +319,24 @@ impl Service {
         let mut registry = crate::metrics::Registry::default();
         let ready = AdminState::ready_gauge(&mut registry);
         registry.register_collector(Box::new(crate::metrics::EslMetrics(esl.clone())));
+        let http_stats_for_console = http_stats.clone();
         registry.register_collector(Box::new(http_stats));
         registry.register_collector(Box::new(reporter.stats.clone()));
         for a in admissions.all() {
             registry.register_collector(Box::new(a));
         }
         registry.register_collector(Box::new(outbox.stats.clone()));
+        let console = crate::console::Console::for_service(
+            &config,
+            crate::console::Wiring {
+                storage: storage.clone(),
+                esl: esl.clone(),
+                outbox: outbox.clone(),
+                http: http_stats_for_console,
+                sandbox: options.sandbox.is_some(),
+            },
+            shutdown.child_token(),
+        );
         let routes = admin::boxed(AdminState {
             esl: esl.clone(),
             storage: storage.clone(),
@@ -332,6 +344,8 @@ impl Service {
             sandbox: options.sandbox.clone().zip(dialer_addr),
             registry: Arc::new(registry),
             ready,
+            console,
+            access: crate::console::access::Access::new(config.admin_token.clone()),
         });
         tasks.spawn(http::server::serve(
             admin_listener,

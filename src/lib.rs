@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod click2call;
 pub mod config;
+pub mod console;
 pub mod dialer;
 pub mod doctor;
 pub mod domain;

@@ -45,6 +45,8 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct OutboxStats {
     pub delivered: AtomicU64,
+    /// Sum of the delivered webhooks' latencies, in ms (the console's chart).
+    pub delivery_ms_total: AtomicU64,
     pub failed_attempts: AtomicU64,
     pub dead: AtomicU64,
     /// Time from the webhook being queued to Finaz's 2xx.
@@ -61,6 +63,7 @@ impl Default for OutboxStats {
     fn default() -> Self {
         OutboxStats {
             delivered: AtomicU64::default(),
+            delivery_ms_total: AtomicU64::default(),
             failed_attempts: AtomicU64::default(),
             dead: AtomicU64::default(),
             delivery_latency: metrics::latency_histogram(),
@@ -272,10 +275,15 @@ async fn deliver(outbox: &Outbox, http: &reqwest::Client, settings: &Settings, e
     let stored = match result {
         Ok(status) => {
             outbox.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            let latency = (now - e.created_at).max(0) as u64;
             metrics::observe(
                 &outbox.stats.delivery_latency,
-                Duration::from_millis((now - e.created_at).max(0) as u64),
+                Duration::from_millis(latency),
             );
+            outbox
+                .stats
+                .delivery_ms_total
+                .fetch_add(latency, Ordering::Relaxed);
             tracing::info!(call_id = %e.call_id, outbox_id = e.id, attempts = e.attempts + 1, status, "webhook delivered to Finaz");
             outbox.storage.mark_delivered(e.id).await
         }

@@ -186,6 +186,10 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Open connections at most on the admin listener.
     pub admin_max_connections: usize,
+    /// What the admin listener wants from everyone but probes (`admin.token`).
+    pub admin_token: Option<Secret>,
+    /// Whether the console shows phone numbers unmasked (`admin.show_numbers`).
+    pub admin_show_numbers: bool,
     pub freeswitch: FreeswitchConfig,
     pub recordings: RecordingsConfig,
     /// How click2calls are originated: `[freeswitch]`'s templates and `[recordings]`, checked.
@@ -351,6 +355,25 @@ mod tests {
                 .any(|e| e.starts_with("http.lisen: unknown field")),
             "{errs:?}"
         );
+    }
+
+    /// The console and /metrics are not served beyond loopback without a token, and a short
+    /// token is refused; check-config shows it redacted.
+    #[test]
+    fn a_reachable_admin_listener_needs_a_token() {
+        let load = |admin: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("c.toml");
+            std::fs::write(&f, format!("[admin]\n{admin}\n")).unwrap();
+            load(Some(&f))
+        };
+        let errs = load("listen = \"0.0.0.0:9090\"").unwrap_err().0;
+        assert!(errs.iter().any(|e| e.contains("admin.token")), "{errs:?}");
+        assert!(load("listen = \"0.0.0.0:9090\"\ntoken = \"short\"").is_err());
+        let (raw, c) = load("listen = \"10.0.0.5:9090\"\ntoken = \"0123456789abcdef\"").unwrap();
+        assert_eq!(c.admin_token.unwrap().expose(), "0123456789abcdef");
+        assert!(!raw.redacted_toml().contains("0123456789abcdef"));
+        assert!(load("listen = \"[::1]:9090\"").is_ok(), "loopback needs none");
     }
 
     #[test]

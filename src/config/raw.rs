@@ -77,6 +77,13 @@ pub struct RawHttp {
 pub struct RawAdmin {
     pub listen: String,
     pub max_connections: u32,
+    #[serde(
+        default,
+        deserialize_with = "lenient_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub token: Option<String>,
+    pub show_numbers: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -271,6 +278,9 @@ impl RawConfig {
     pub fn redacted_toml(&self) -> String {
         let mut c = self.clone();
         c.freeswitch.password = "<redacted>".into();
+        if c.admin.token.is_some() {
+            c.admin.token = Some("<redacted>".into());
+        }
         if c.http.chave.is_some() {
             c.http.chave = Some("<redacted>".into());
         }

@@ -106,6 +106,26 @@ impl RawConfig {
         if self.http.click2call_path == self.http.recording_path {
             errs.push("http.click2call_path and http.recording_path must differ".into());
         }
+        match self.admin.token.as_deref() {
+            Some(t) if t.len() < 16 || t.trim() != t || t.chars().any(char::is_control) => {
+                errs.push(
+                    "admin.token must be at least 16 characters, without spaces at its ends or control characters"
+                        .into(),
+                );
+            }
+            None if self
+                .admin
+                .listen
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| !a.ip().is_loopback()) =>
+            {
+                errs.push(format!(
+                    "admin.listen = {:?} is not a loopback address: set admin.token, or listen on 127.0.0.1",
+                    self.admin.listen
+                ))
+            }
+            _ => {}
+        }
         if self.http.chave.as_deref().is_some_and(|c| c.len() < 8) {
             errs.push("http.chave is set but shorter than 8 characters".into());
         }
@@ -224,6 +244,8 @@ impl RawConfig {
                 max_connections_per_ip: self.http.max_connections_per_ip as usize,
             },
             admin_max_connections: self.admin.max_connections as usize,
+            admin_token: self.admin.token.clone().map(Secret),
+            admin_show_numbers: self.admin.show_numbers,
             admin_listen,
             freeswitch,
             recordings,

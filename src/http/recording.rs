@@ -141,6 +141,28 @@ pub async fn handle(ctx: &Ctx, method: &Method, headers: &HeaderMap, query: &str
     }
 }
 
+/// Serves the recording of `call` to the operator console, which knows the call id only
+/// (the admin listener checked who asks): same search, same checks, same ranges.
+pub async fn serve_found(
+    recordings: &crate::recordings::Recordings,
+    method: &Method,
+    headers: &HeaderMap,
+    call: &CallId,
+) -> Response {
+    let refuse = |e: ApiError| super::reply::error(&e, super::reply::Format::Json);
+    match recordings.find(call, None).await {
+        Ok(found) => match respond(method, headers, call, found).await {
+            Ok((_, response)) => response,
+            Err(e) => refuse(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "recording_unreadable",
+                format!("reading the recording: {e}"),
+            )),
+        },
+        Err(e) => refuse(error_for(&e)),
+    }
+}
+
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }

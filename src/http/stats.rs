@@ -40,6 +40,24 @@ impl HttpStats {
             .or_default() += 1;
     }
 
+    /// Click2call requests so far: answered with a call id (new or joined), and refused or
+    /// failed.
+    pub fn click2call_totals(&self) -> (u64, u64) {
+        let mut placed = 0;
+        let mut other = 0;
+        for ((endpoint, outcome), n) in self.requests.lock().expect("lock").iter() {
+            if *endpoint != Endpoint::Click2Call {
+                continue;
+            }
+            if matches!(*outcome, "ok" | "duplicate") {
+                placed += n;
+            } else {
+                other += n;
+            }
+        }
+        (placed, other)
+    }
+
     pub fn observe_click2call(&self, d: Duration) {
         metrics::observe(&self.click2call_latency, d);
     }

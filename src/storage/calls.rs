@@ -23,7 +23,7 @@ impl CallKind {
             CallKind::Dialer => "dialer",
         }
     }
-    fn parse(s: &str) -> Self {
+    pub(super) fn parse(s: &str) -> Self {
         if s == "dialer" {
             CallKind::Dialer
         } else {
@@ -57,7 +57,7 @@ impl CallState {
         }
     }
 
-    fn parse(s: &str) -> Self {
+    pub(super) fn parse(s: &str) -> Self {
         match s {
             "ringing" => CallState::Ringing,
             "answered" => CallState::Answered,

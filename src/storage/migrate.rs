@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/0005_health.sql")),
     (6, include_str!("migrations/0006_call_legs_linked_at.sql")),
     (7, include_str!("migrations/0007_open_rows.sql")),
+    (8, include_str!("migrations/0008_outbox_delivered_at.sql")),
 ];
 
 /// The checksum recorded with a migration: FNV-1a (64 bit) of its text with line endings

@@ -19,6 +19,7 @@ use futures_util::FutureExt;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+mod browse;
 mod calls;
 mod executor;
 mod migrate;
@@ -26,6 +27,7 @@ mod outbox;
 mod recordings;
 pub mod retention;
 
+pub use browse::{CallFilter, CallSummary};
 pub use calls::{CallKind, CallRecord, CallState, NewCall};
 pub use outbox::{DialerReport, OutboxEntry, OutboxState, Reported, RetryTarget};
 pub use recordings::{RecordingEvent, RecordingRow, RecordingState};

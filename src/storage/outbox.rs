@@ -67,7 +67,9 @@ macro_rules! entry_columns {
     };
 }
 
-fn entry(r: &sqlx::sqlite::SqliteRow) -> OutboxEntry {
+pub(super) use entry_columns;
+
+pub(super) fn entry(r: &sqlx::sqlite::SqliteRow) -> OutboxEntry {
     OutboxEntry {
         id: r.get(0),
         call_id: r.get(1),

@@ -23,6 +23,7 @@ pub struct Harness {
 #[derive(Default, Clone)]
 pub struct Extra {
     pub http: String,
+    pub admin: String,
     pub freeswitch: String,
     pub recordings: String,
     pub dialer: String,
@@ -133,7 +134,7 @@ fn config_text(fs: &StandIn, dir: &tempfile::TempDir, extra: &Extra) -> String {
     };
     format!(
         "[http]\n{}\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n{}\n\
          [freeswitch]\naddress = \"{}\"\nreconnect_max_backoff = \"200ms\"\n{}\n\
          [recordings]\ndir = \"{}\"\n{}\n\
          [dialer]\nlisten = \"127.0.0.1:0\"\n{}\n\
@@ -141,6 +142,7 @@ fn config_text(fs: &StandIn, dir: &tempfile::TempDir, extra: &Extra) -> String {
          [storage]\nurl = \"sqlite://{}\"\n\
          [log]\n{}\n",
         http,
+        extra.admin,
         fs.addr(),
         extra.freeswitch,
         dir.path().join("rec").display(),

@@ -6,6 +6,8 @@
 // Only the test binary knows where the built binary is.
 #[cfg(test)]
 pub mod binary;
+#[cfg(test)]
+pub mod browser;
 pub mod captures;
 pub mod finaz;
 pub mod fs_rules;

@@ -1,0 +1,232 @@
+//! Reads for the operator console: the calls of a recent window with what a supervisor asks
+//! about them, and webhooks delivered lately. Each query is bounded by an index (calls by
+//! `created_at`, delivered webhooks by `delivered_at`) and a row limit, so a long history
+//! costs nothing per page.
+
+use sqlx::Row;
+
+use super::outbox::{entry, entry_columns};
+use super::{CallKind, CallState, OutboxEntry, Storage, StorageError};
+use crate::domain::values::MaskedPhone;
+
+/// Which calls to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallFilter {
+    /// Calls created at or after this (unix ms).
+    pub since: i64,
+    pub kind: Option<CallKind>,
+    pub state: Option<CallState>,
+    pub ramal: Option<String>,
+    /// Digits the number contains.
+    pub number: Option<String>,
+    pub limit: i64,
+}
+
+/// One call as the console shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallSummary {
+    pub id: String,
+    pub kind: CallKind,
+    pub state: CallState,
+    pub outcome: Option<String>,
+    pub ramal: Option<String>,
+    pub telefone: Option<String>,
+    pub crm_id: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    pub answered_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    /// Channels of the call (its own leg included).
+    pub legs: i64,
+    /// Recording rows of its legs that are closed and kept (`done`).
+    pub recordings: i64,
+}
+
+impl std::fmt::Debug for CallSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallSummary")
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .field("telefone", &MaskedPhone(self.telefone.as_deref()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Storage {
+    /// Calls matching `filter`, newest first.
+    pub async fn recent_calls(
+        &self,
+        filter: &CallFilter,
+    ) -> Result<Vec<CallSummary>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.kind, c.state, c.outcome, c.ramal, c.telefone, c.crm_id,
+                    c.created_at, c.answered_at, c.ended_at,
+                    1 + (SELECT COUNT(*) FROM call_legs l WHERE l.call_id = c.id AND l.leg_id <> c.id),
+                    (SELECT COUNT(*) FROM recordings r
+                      WHERE r.state = 'done'
+                        AND (r.leg_id = c.id
+                             OR r.leg_id IN (SELECT leg_id FROM call_legs WHERE call_id = c.id)))
+               FROM calls c
+              WHERE c.created_at >= $1
+                AND ($2 IS NULL OR c.kind = $2)
+                AND ($3 IS NULL OR c.state = $3)
+                AND ($4 IS NULL OR c.ramal = $4)
+                AND ($5 IS NULL OR instr(c.telefone, $5) > 0)
+              ORDER BY c.created_at DESC, c.id
+              LIMIT $6",
+        )
+        .bind(filter.since)
+        .bind(filter.kind.map(CallKind::as_str))
+        .bind(filter.state.map(CallState::as_str))
+        .bind(filter.ramal.as_deref())
+        .bind(filter.number.as_deref())
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| CallSummary {
+                id: r.get(0),
+                kind: CallKind::parse(r.get::<&str, _>(1)),
+                state: CallState::parse(r.get::<&str, _>(2)),
+                outcome: r.get(3),
+                ramal: r.get(4),
+                telefone: r.get(5),
+                crm_id: r.get(6),
+                created_at: r.get(7),
+                answered_at: r.get(8),
+                ended_at: r.get(9),
+                legs: r.get(10),
+                recordings: r.get(11),
+            })
+            .collect())
+    }
+
+    /// Webhooks delivered at or after `since` (unix ms), newest first.
+    pub async fn delivered_since(
+        &self,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, StorageError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM outbox WHERE state = 'delivered' AND delivered_at >= $1
+             ORDER BY delivered_at DESC LIMIT $2"
+        ))
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(entry).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{DialerReport, NewCall, now_ms, test_storage};
+
+    #[tokio::test]
+    async fn recent_calls_filter_and_count_legs_and_recordings() {
+        let (_d, s, _) = test_storage().await;
+        let call = |id: &'static str, ramal: &'static str, telefone: &'static str| NewCall {
+            id,
+            kind: CallKind::Click2Call,
+            ramal: Some(ramal),
+            telefone: Some(telefone),
+            crm_id: None,
+            state: CallState::Ringing,
+            recording_path: None,
+        };
+        s.insert_call(call("a", "1001", "41988445566"))
+            .await
+            .unwrap();
+        s.insert_call(call("b", "1002", "11999990000"))
+            .await
+            .unwrap();
+        s.link_leg("a-customer", "a").await.unwrap();
+        s.recording_started("a-customer", "/r/a.wav").await.unwrap();
+        s.recording_stopped("a-customer", "/r/a.wav", None, false)
+            .await
+            .unwrap();
+        s.set_call_state("b", CallState::Failed, Some("USER_BUSY"))
+            .await
+            .unwrap();
+        let all = CallFilter {
+            since: now_ms() - 60_000,
+            limit: 10,
+            ..CallFilter::default()
+        };
+        let calls = s.recent_calls(&all).await.unwrap();
+        assert_eq!(calls.len(), 2);
+        let a = calls.iter().find(|c| c.id == "a").unwrap();
+        assert_eq!((a.legs, a.recordings), (2, 1));
+        let failed = s
+            .recent_calls(&CallFilter {
+                state: Some(CallState::Failed),
+                ..all.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].outcome.as_deref(), Some("USER_BUSY"));
+        let by_number = s
+            .recent_calls(&CallFilter {
+                number: Some("8844".into()),
+                ..all.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(by_number[0].id, "a");
+        let by_ramal = s
+            .recent_calls(&CallFilter {
+                ramal: Some("1002".into()),
+                kind: Some(CallKind::Click2Call),
+                ..all.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(by_ramal.len(), 1);
+        let dialer = s
+            .recent_calls(&CallFilter {
+                kind: Some(CallKind::Dialer),
+                ..all.clone()
+            })
+            .await
+            .unwrap();
+        assert!(dialer.is_empty());
+        let later = s
+            .recent_calls(&CallFilter {
+                since: now_ms() + 60_000,
+                ..all
+            })
+            .await
+            .unwrap();
+        assert!(later.is_empty(), "outside the window");
+
+        s.report_dialer_call(DialerReport {
+            call_id: "d".into(),
+            customer_leg: "d".into(),
+            crm_id: "1".into(),
+            telefone: None,
+            ramal: None,
+            legs: vec!["d".into()],
+            give_up_at: now_ms() + 60_000,
+            url: "http://finaz/x?cid=d".into(),
+        })
+        .await
+        .unwrap();
+        let leased = s.lease_due(now_ms(), 10, now_ms() + 1_000).await.unwrap();
+        let before = now_ms();
+        s.mark_delivered(leased[0].id).await.unwrap();
+        let delivered = s.delivered_since(before - 1, 10).await.unwrap();
+        assert_eq!(delivered.len(), 1);
+        assert!(
+            s.delivered_since(now_ms() + 1, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
