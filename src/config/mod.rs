@@ -373,7 +373,10 @@ mod tests {
         let (raw, c) = load("listen = \"10.0.0.5:9090\"\ntoken = \"0123456789abcdef\"").unwrap();
         assert_eq!(c.admin_token.unwrap().expose(), "0123456789abcdef");
         assert!(!raw.redacted_toml().contains("0123456789abcdef"));
-        assert!(load("listen = \"[::1]:9090\"").is_ok(), "loopback needs none");
+        assert!(
+            load("listen = \"[::1]:9090\"").is_ok(),
+            "loopback needs none"
+        );
     }
 
     #[test]

@@ -112,8 +112,11 @@ impl Console {
                             l.since = Some(now);
                         }
                         ConnectionState::Disconnected { reason } => {
-                            if l.connected || l.last_error.as_ref().is_none_or(|(_, r)| r != reason)
-                            {
+                            // The state before the first attempt is no error.
+                            let before_any = !l.connected
+                                && l.last_error.is_none()
+                                && reason == "not connected yet";
+                            if !before_any {
                                 l.last_error = Some((now, reason.clone()));
                             }
                             l.connected = false;

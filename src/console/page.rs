@@ -110,7 +110,7 @@ pub fn page(v: &View) -> String {
     let mut out = String::from(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>finaz-freeswitch console</title><style>",
+         <title>finaz-freeswitch console</title><link rel=\"icon\" href=\"data:,\"><style>",
     );
     out.push_str(STYLE);
     out.push_str("</style></head><body><header><h1>finaz-freeswitch</h1>");
@@ -318,6 +318,11 @@ fn charts(out: &mut String, charts: &[Chart]) {
             c.unit,
             escape(c.title)
         );
+        if c.lines.iter().all(|(_, v)| v.len() < 2) {
+            out.push_str(
+                "<text x=\"150\" y=\"44\" text-anchor=\"middle\" font-size=\"9\" fill=\"#5b6575\">collecting: a point every minute (10 s for events)</text>",
+            );
+        }
         for (i, (name, values)) in c.lines.iter().enumerate() {
             if values.is_empty() {
                 continue;

@@ -161,7 +161,7 @@ where
 
 fn login_page(error: Option<&str>) -> String {
     format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign in: finaz-freeswitch</title></head>\
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign in: finaz-freeswitch</title><link rel=\"icon\" href=\"data:,\"></head>\
          <body style=\"font-family: system-ui, sans-serif; max-width: 24rem; margin: 4rem auto\">\
          <h1 style=\"font-size: 1.2rem\">finaz-freeswitch console</h1>{}\
          <form method=\"post\" action=\"/login\"><label>admin.token<br>\

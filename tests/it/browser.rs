@@ -4,7 +4,7 @@
 //! dead while Finaz was down is retried from the page and shows delivered.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them and sets
-//! `FINAZ_REQUIRE_BROWSER=1`, so there a missing browser fails the test). Elsewhere a missing
+//! `REQUIRE_BROWSER_TEST=1`, so there a missing browser fails the test). Elsewhere a missing
 //! browser is reported loudly and the test does nothing.
 
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use crate::support::harness::{Extra, Harness};
 #[tokio::test]
 async fn the_console_in_a_real_browser_shows_calls_plays_recordings_and_retries_webhooks() {
     if let Some(why) = browser::missing() {
-        if std::env::var_os("FINAZ_REQUIRE_BROWSER").is_some() {
+        if std::env::var_os("REQUIRE_BROWSER_TEST").is_some() {
             panic!("{why}: the browser test must run here");
         }
         eprintln!("\n*** SKIPPED the console's browser test: {why}; .ci/run installs it ***\n");
@@ -159,7 +159,7 @@ async fn the_console_in_a_real_browser_shows_calls_plays_recordings_and_retries_
     let png = b.screenshot().await;
     assert_eq!(&png[1..4], b"PNG");
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
-        if std::env::var_os("FINAZ_WRITE_SCREENSHOTS").is_some() {
+        if std::env::var_os("WRITE_SCREENSHOTS").is_some() {
             "docs/console.png"
         } else {
             "target/console.png"

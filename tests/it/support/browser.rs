@@ -55,7 +55,7 @@ impl Browser {
                         "--no-first-run", "--disable-background-networking",
                         "--disable-component-update", "--disable-sync",
                         "--autoplay-policy=no-user-gesture-required",
-                        "--window-size=1400,1000",
+                        "--window-size=1400,1500",
                         format!("--user-data-dir={}", profile.path().display()),
                     ]
                 }
