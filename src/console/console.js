@@ -1,4 +1,4 @@
-// Live updates of the console: every 2 s the sections are fetched again (rendered by the
+// Live updates of the console: every second the sections are fetched again (rendered by the
 // server) and swapped in, except rows whose recording is playing; Retry buttons post
 // without leaving the page. Without this script the page still works (reload, forms).
 "use strict";
@@ -65,5 +65,5 @@
     }
   });
   localTimes(document);
-  setInterval(refresh, 2000);
+  setInterval(refresh, 1000);
 })();

@@ -1,7 +1,7 @@
 //! The operator console on the admin listener: one server-rendered page (`GET /`) with the
 //! service's status, the calls of the last 24 h (recordings playable in the page, through
 //! the same safe download code as Finaz's), the webhooks (dead ones retried from the page),
-//! and charts of the last hour; a little script refreshes it every 2 s. Assets are compiled
+//! and charts of the last hour; a little script refreshes it every second. Assets are compiled
 //! in: no build step, no CDN, works offline.
 
 pub mod access;

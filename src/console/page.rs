@@ -145,7 +145,7 @@ fn status(out: &mut String, v: &View) {
          <dt>Connected since</dt><dd>{}</dd>\
          <dt>Reconnects</dt><dd>{}</dd>\
          <dt>Last connection error</dt><dd>{}</dd>\
-         <dt>Storage</dt><dd>{}</dd>\
+         <dt>Storage</dt><dd class=\"{}\">{} ({})</dd>\
          <dt>Version</dt><dd>{}</dd><dt>Up for</dt><dd>{}</dd></dl></section>",
         if v.not_ready.is_none() { "ok" } else { "bad" },
         match &v.not_ready {
@@ -168,7 +168,21 @@ fn status(out: &mut String, v: &View) {
                 time(*at),
                 escape(why)
             )),
+        if v.not_ready
+            .as_deref()
+            .is_some_and(|r| r.contains("storage"))
+        {
+            "bad"
+        } else {
+            "ok"
+        },
         escape(&v.storage),
+        match v.not_ready.as_deref() {
+            None => "takes writes",
+            Some(r) if r.contains("storage") => "cannot write",
+            // Readiness stops at the event socket: storage is checked once it is back.
+            Some(_) => "not checked while the event socket is down",
+        },
         escape(v.version),
         duration(v.uptime_secs as i64),
     );

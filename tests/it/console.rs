@@ -56,7 +56,7 @@ async fn a_click2call_shows_masked_with_its_state_and_its_recording_plays_with_r
         .unwrap()
         .to_string();
     let row = format!("data-id=\"{id}\"");
-    // The live sections the page's script fetches show it within its 2 s refresh.
+    // The live sections the page's script fetches show it at its next refresh.
     let shown = until_shown(&h, "/console/sections", &row).await;
     assert!(shown.contains("4198****566"), "{shown}");
     assert!(
@@ -98,7 +98,7 @@ async fn a_click2call_shows_masked_with_its_state_and_its_recording_plays_with_r
         !body.contains("http://") && !body.contains("https://"),
         "no CDN"
     );
-    assert!(body.contains("setInterval(refresh, 2000)"));
+    assert!(body.contains("setInterval(refresh, 1000)"));
     h.stop().await;
 }
 
