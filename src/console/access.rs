@@ -35,10 +35,12 @@ impl Access {
         })
     }
 
-    /// Lets the request in, or says why not (401).
+    /// Lets the request in, or says why not (401; 403 for a foreign `Host`).
     pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         if !self.required() {
-            return Ok(());
+            // Without a token only loopback serves: a page whose domain an attacker points
+            // at 127.0.0.1 (DNS rebinding) still names its own host, and is refused.
+            return loopback_host(headers);
         }
         let bearer = headers
             .get(header::AUTHORIZATION)
@@ -95,6 +97,33 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
             Ok(())
         }
         _ => Err(refuse()),
+    }
+}
+
+/// The request names this machine by a loopback name (`127.0.0.1`, `[::1]`, `localhost`).
+fn loopback_host(headers: &HeaderMap) -> Result<(), ApiError> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback || host.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "host_not_allowed",
+            format!(
+                "{host:?} is not a loopback name: without admin.token the admin listener answers only to 127.0.0.1, [::1] or localhost"
+            ),
+        ))
     }
 }
 

@@ -58,6 +58,16 @@ impl Op {
         }
     }
 
+    /// Several statements, each a fact on its own (closing a recording, ending a call, linking
+    /// a leg): one that fails leaves the others applied, as applying the event again would;
+    /// no savepoint.
+    pub(super) const fn independent(name: &'static str) -> Op {
+        Op {
+            name,
+            several: false,
+        }
+    }
+
     /// Several statements, undone together if one fails.
     pub(super) const fn several(name: &'static str) -> Op {
         Op {

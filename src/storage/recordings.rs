@@ -77,8 +77,8 @@ impl RecordingEvent {
         match self {
             RecordingEvent::Started { .. } => Op::one("recording_started"),
             RecordingEvent::Stopped { .. } => Op::one("recording_stopped"),
-            RecordingEvent::HungUp { .. } => Op::several("leg_hung_up"),
-            RecordingEvent::Bridged { .. } => Op::several("link_bridge"),
+            RecordingEvent::HungUp { .. } => Op::independent("leg_hung_up"),
+            RecordingEvent::Bridged { .. } => Op::independent("link_bridge"),
         }
     }
 }
