@@ -9,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use finaz_freeswitch::storage::{DialerReport, OutboxState, now_ms};
 use serde_json::json;
 
 use crate::support::browser::{self, Browser};
@@ -43,18 +42,7 @@ async fn the_console_in_a_real_browser_shows_calls_plays_recordings_and_retries_
     .await;
 
     // A click2call through the API shows within the page's refresh.
-    let r = h
-        .http
-        .post(h.url("/click2call"))
-        .json(&json!({"ramal": "1001", "telefone": "41988445566"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let id = r.json::<serde_json::Value>().await.unwrap()["callid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = h.click2call("1001", "41988445566").await;
     let placed = Instant::now();
     b.until(
         "the new call",
@@ -107,26 +95,7 @@ async fn the_console_in_a_real_browser_shows_calls_plays_recordings_and_retries_
         .replace("{pid}", "CRM-7")
         .replace("{cid}", call)
         .replace(['{', '}'], "");
-    let storage = &h.service().storage;
-    storage
-        .report_dialer_call(DialerReport {
-            call_id: call.into(),
-            customer_leg: call.into(),
-            crm_id: "CRM-7".into(),
-            telefone: None,
-            ramal: None,
-            legs: vec![call.into()],
-            give_up_at: now_ms() + 300,
-            url,
-        })
-        .await
-        .unwrap();
-    h.service().outbox.wake.notify_one();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while storage.outbox_for_call(call).await.unwrap().unwrap().state != OutboxState::Dead {
-        assert!(Instant::now() < deadline, "the webhook never died");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    h.dead_webhook(call, url).await;
     b.until(
         "the dead webhook",
         Duration::from_secs(5),

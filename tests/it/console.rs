@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use finaz_freeswitch::storage::{DialerReport, OutboxState, now_ms};
-use serde_json::json;
+use finaz_freeswitch::storage::OutboxState;
 
 use crate::support::finaz::FakeFinaz;
 use crate::support::harness::{Extra, Harness};
@@ -43,18 +42,7 @@ async fn a_click2call_shows_masked_with_its_state_and_its_recording_plays_with_r
     assert!(empty.contains("No calls match."), "{empty}");
     assert!(empty.contains("connected"), "the socket's state is shown");
 
-    let r = h
-        .http
-        .post(h.url("/click2call"))
-        .json(&json!({"ramal": "1001", "telefone": "41988445566"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let id = r.json::<serde_json::Value>().await.unwrap()["callid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = h.click2call("1001", "41988445566").await;
     let row = format!("data-id=\"{id}\"");
     // The live sections the page's script fetches show it at its next refresh.
     let shown = until_shown(&h, "/console/sections", &row).await;
@@ -118,29 +106,7 @@ async fn a_dead_webhook_is_retried_from_the_console_and_shows_delivered() {
         .replace("{pid}", "CRM-1")
         .replace("{cid}", call)
         .replace(['{', '}'], "");
-    storage
-        .report_dialer_call(DialerReport {
-            call_id: call.into(),
-            customer_leg: call.into(),
-            crm_id: "CRM-1".into(),
-            telefone: None,
-            ramal: None,
-            legs: vec![call.into()],
-            give_up_at: now_ms() + 300,
-            url,
-        })
-        .await
-        .unwrap();
-    h.service().outbox.wake.notify_one();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let id = loop {
-        let e = storage.outbox_for_call(call).await.unwrap().unwrap();
-        if e.state == OutboxState::Dead {
-            break e.id;
-        }
-        assert!(Instant::now() < deadline, "never dead: {e:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let id = h.dead_webhook(call, url).await;
     let body = until_shown(&h, "/", "Retry all dead").await;
     assert!(body.contains("HTTP 500"), "the last error: {body}");
     assert!(body.contains(&format!("name=\"id\" value=\"{id}\"")));

@@ -77,6 +77,52 @@ impl Harness {
         self.dir.path().join("rec")
     }
 
+    /// Places a click2call through the API (it must be accepted); its call id.
+    pub async fn click2call(&self, ramal: &str, telefone: &str) -> String {
+        let r = self
+            .http
+            .post(self.url("/click2call"))
+            .json(&serde_json::json!({"ramal": ramal, "telefone": telefone}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<serde_json::Value>().await.unwrap()["callid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Stores an answered dialer call whose webhook to `url` gives up within 300 ms, and
+    /// waits until the outbox has declared it dead (Finaz must be refusing); its outbox id.
+    pub async fn dead_webhook(&self, call: &str, url: String) -> i64 {
+        use finaz_freeswitch::storage::{DialerReport, OutboxState, now_ms};
+        let storage = &self.service().storage;
+        storage
+            .report_dialer_call(DialerReport {
+                call_id: call.into(),
+                customer_leg: call.into(),
+                crm_id: "CRM-1".into(),
+                telefone: None,
+                ramal: None,
+                legs: vec![call.into()],
+                give_up_at: now_ms() + 300,
+                url,
+            })
+            .await
+            .unwrap();
+        self.service().outbox.wake.notify_one();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let e = storage.outbox_for_call(call).await.unwrap().unwrap();
+            if e.state == OutboxState::Dead {
+                return e.id;
+            }
+            assert!(std::time::Instant::now() < deadline, "never dead: {e:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
