@@ -157,6 +157,7 @@ impl Console {
             storage: p.storage_shown.clone(),
             filter: form,
             calls: p.storage.recent_calls(&filter).await?,
+            calls_limit: ROWS as usize,
             show_numbers: p.show_numbers,
             pending: p.storage.list_outbox(OutboxState::Pending, ROWS).await?,
             dead: p.storage.list_outbox(OutboxState::Dead, ROWS).await?,

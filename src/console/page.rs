@@ -44,6 +44,8 @@ pub struct View {
     pub storage: String,
     pub filter: FilterView,
     pub calls: Vec<CallSummary>,
+    /// Most calls listed: at this many, the list says it is cut.
+    pub calls_limit: usize,
     pub show_numbers: bool,
     pub pending: Vec<OutboxEntry>,
     pub dead: Vec<OutboxEntry>,
@@ -258,7 +260,15 @@ fn calls(out: &mut String, v: &View) {
             st = state(c.state),
         );
     }
-    out.push_str("</tbody></table></section>");
+    out.push_str("</tbody></table>");
+    if v.calls_limit > 0 && v.calls.len() >= v.calls_limit {
+        let _ = write!(
+            out,
+            "<p class=\"empty\">Showing the newest {}: narrow the filter to see older calls.</p>",
+            v.calls_limit
+        );
+    }
+    out.push_str("</section>");
 }
 
 fn webhooks(out: &mut String, v: &View) {
@@ -401,6 +411,9 @@ mod tests {
         assert!(html.contains("1 min 05 s"));
         assert!(html.contains("2026-11-26 00:00:00 UTC"));
         assert!(html.contains("/console/recording?callid=c1"));
+        assert!(!html.contains("Showing the newest"));
+        v.calls_limit = 1;
+        assert!(sections(&v).contains("Showing the newest 1:"));
         v.show_numbers = true;
         assert!(sections(&v).contains("41988445566"));
         assert_eq!(escape("a\"b'c&"), "a&quot;b&#39;c&amp;");
