@@ -207,3 +207,60 @@ async fn with_a_token_only_the_probes_are_open_and_the_browser_signs_in() {
     assert!(r.text().await.unwrap().contains("Calls, last 24 h"));
     h.stop().await;
 }
+
+/// FreeSWITCH dies: the status says not ready and why, and keeps the connection's last
+/// error; it comes back: connected again, one reconnect counted. A webhook Finaz refuses
+/// waits under Pending with its attempts and Finaz's answer.
+#[tokio::test]
+async fn the_status_follows_freeswitch_and_pending_webhooks_show_why() {
+    let finaz = FakeFinaz::start().await;
+    finaz.set_default(503);
+    let mut h = Harness::start(Extra {
+        finaz: format!("answered_url = \"{}\"", finaz.template()),
+        ..Extra::default()
+    })
+    .await;
+    let (_, up) = page(&h, "/console/sections").await;
+    assert!(up.contains("Last connection error</dt><dd>none"), "{up}");
+    h.fs.stop().await;
+    let down = until_shown(
+        &h,
+        "/console/sections",
+        "not ready: event socket not connected",
+    )
+    .await;
+    assert!(down.contains("not connected"), "{down}");
+    h.fs.restart().await;
+    let back = until_shown(&h, "/console/sections", "<dt>Reconnects</dt><dd>1</dd>").await;
+    assert!(back.contains(">ready<"), "{back}");
+    assert!(
+        !back.contains("Last connection error</dt><dd>none"),
+        "the error that was is kept: {back}"
+    );
+
+    let call = "d1a1e700-0000-4000-8000-0000000000c3";
+    let url = finaz
+        .template()
+        .replace("{pid}", "CRM-3")
+        .replace("{cid}", call)
+        .replace(['{', '}'], "");
+    h.service()
+        .storage
+        .report_dialer_call(finaz_freeswitch::storage::DialerReport {
+            call_id: call.into(),
+            customer_leg: call.into(),
+            crm_id: "CRM-3".into(),
+            telefone: None,
+            ramal: None,
+            legs: vec![call.into()],
+            give_up_at: finaz_freeswitch::storage::now_ms() + 3_600_000,
+            url,
+        })
+        .await
+        .unwrap();
+    h.service().outbox.wake.notify_one();
+    let pending = until_shown(&h, "/console/sections", "HTTP 503").await;
+    assert!(pending.contains("Pending (1)"), "{pending}");
+    assert!(pending.contains(call));
+    h.stop().await;
+}
