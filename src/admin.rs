@@ -181,10 +181,10 @@ where
         return refuse(e);
     }
     match endpoint {
-        Endpoint::Healthz => json(StatusCode::OK, serde_json::json!({ "status": "alive" })),
+        Endpoint::Healthz => reply::json(StatusCode::OK, serde_json::json!({ "status": "alive" })),
         Endpoint::Readyz => match not_ready_reason(state).await {
-            None => json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
-            Some(reason) => json(
+            None => reply::json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
+            Some(reason) => reply::json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::json!({ "status": "not_ready", "reason": reason }),
             ),
@@ -236,21 +236,9 @@ where
             "send JSON (Content-Type: application/json)",
         ));
     }
-    let body = match tokio::time::timeout(
-        BODY_TIMEOUT,
-        crate::http::read_body(headers, body, MAX_BODY),
-    )
-    .await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return refuse(e),
-        Err(_) => {
-            return refuse(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                "the request body did not arrive in time",
-            ));
-        }
+    let body = match crate::http::read_body(headers, body, MAX_BODY, BODY_TIMEOUT).await {
+        Ok(b) => b,
+        Err(e) => return refuse(e),
     };
     let call: DialerCall = match serde_json::from_slice(&body) {
         Ok(c) => c,
@@ -270,7 +258,7 @@ where
         ));
     };
     match sim.dialer_call(*dialer, call).await {
-        Ok(played) => json(
+        Ok(played) => reply::json(
             StatusCode::OK,
             serde_json::json!({
                 "sandbox": true,
@@ -278,23 +266,13 @@ where
                 "message": "sandbox dialer call answered; the webhook is on its way to finaz.answered_url"
             }),
         ),
-        Err(e) => json(
+        Err(e) => reply::json(
             StatusCode::BAD_GATEWAY,
             serde_json::json!({
                 "sandbox": true, "error": "dialer_failed", "message": e.to_string()
             }),
         ),
     }
-}
-
-fn json(status: StatusCode, body: serde_json::Value) -> Response {
-    let mut r = Response::new(body.to_string().into());
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
 }
 
 /// Every refusal of the admin listener: its status and a code, as JSON.

@@ -98,7 +98,7 @@ where
             let result = console.retry(&form).await;
             if wants_json(req.headers) {
                 match result {
-                    Ok(n) => json(serde_json::json!({ "retried": n })),
+                    Ok(n) => reply::json(StatusCode::OK, serde_json::json!({ "retried": n })),
                     Err(e) => reply::error(&e, Format::Json),
                 }
             } else {
@@ -179,19 +179,7 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
-    match tokio::time::timeout(
-        FORM_TIMEOUT,
-        crate::http::read_body(headers, body, MAX_FORM),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            "the request body did not arrive in time",
-        )),
-    }
+    crate::http::read_body(headers, body, MAX_FORM, FORM_TIMEOUT).await
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
@@ -218,15 +206,6 @@ fn html(status: StatusCode, body: String) -> Response {
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
-    );
-    r
-}
-
-fn json(body: serde_json::Value) -> Response {
-    let mut r = Response::new(body.to_string().into());
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
     );
     r
 }

@@ -310,22 +310,9 @@ where
         );
         return ctx.refuse(endpoint, &e, format);
     }
-    let body = match tokio::time::timeout(
-        ctx.request_timeout,
-        read_body(&headers, body, ctx.max_body_bytes),
-    )
-    .await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return ctx.refuse(endpoint, &e, format),
-        Err(_) => {
-            let e = ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                "the request body did not arrive in time",
-            );
-            return ctx.refuse(endpoint, &e, format);
-        }
+    let body = match read_body(&headers, body, ctx.max_body_bytes, ctx.request_timeout).await {
+        Ok(b) => b,
+        Err(e) => return ctx.refuse(endpoint, &e, format),
     };
     click2call::handle(ctx, &headers, &query, &body).await
 }
@@ -335,8 +322,30 @@ fn raw_values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a [u8]> {
     headers.get_all(name).iter().map(|v| v.as_bytes()).collect()
 }
 
-/// Reads the body, refusing it as soon as it passes `limit` (announced or streamed).
+/// Reads the body within `within` (else 408 `request_timeout`), refusing it as soon as it
+/// passes `limit` bytes, announced or streamed (413 `body_too_large`). Every listener reads
+/// bodies through this.
 pub(crate) async fn read_body<S, B>(
+    headers: &HeaderMap,
+    body: S,
+    limit: u64,
+    within: std::time::Duration,
+) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    match tokio::time::timeout(within, read_body_unbounded(headers, body, limit)).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
+        )),
+    }
+}
+
+async fn read_body_unbounded<S, B>(
     headers: &HeaderMap,
     mut body: S,
     limit: u64,

@@ -100,6 +100,11 @@ fn response(status: StatusCode, format: Format, body: String) -> Response {
     r
 }
 
+/// A JSON answer (the admin listener's and the console's).
+pub fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    response(status, Format::Json, body.to_string())
+}
+
 /// `{"callid":"<id>"}` or the bare id.
 pub fn call_id(id: &str, format: Format) -> Response {
     let body = match format {
