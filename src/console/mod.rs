@@ -259,36 +259,15 @@ fn filter(query: &str, now: i64) -> (CallFilter, FilterView) {
             .map(|(_, v)| v.trim().to_string())
             .filter(|v| !v.is_empty())
     };
-    let kind = field("kind").and_then(|k| match k.as_str() {
-        "click2call" => Some(CallKind::Click2Call),
-        "dialer" => Some(CallKind::Dialer),
-        _ => None,
-    });
-    let state = field("state").and_then(|s| match s.as_str() {
-        "originating" => Some(CallState::Originating),
-        "ringing" => Some(CallState::Ringing),
-        "answered" => Some(CallState::Answered),
-        "ended" => Some(CallState::Ended),
-        "failed" => Some(CallState::Failed),
-        _ => None,
-    });
+    let kind = field("kind").and_then(|k| CallKind::named(&k));
+    let state = field("state").and_then(|s| CallState::named(&s));
     let number = field("number")
         .map(|n| n.chars().filter(char::is_ascii_digit).collect::<String>())
         .filter(|n| !n.is_empty());
     let ramal = field("ramal").filter(|r| r.len() <= 32);
     let form = FilterView {
-        kind: kind
-            .map_or("", |k| {
-                if k == CallKind::Dialer {
-                    "dialer"
-                } else {
-                    "click2call"
-                }
-            })
-            .into(),
-        state: field("state")
-            .filter(|_| state.is_some())
-            .unwrap_or_default(),
+        kind: kind.map_or("", CallKind::as_str).into(),
+        state: state.map_or("", CallState::as_str).into(),
         ramal: ramal.clone().unwrap_or_default(),
         number: number.clone().unwrap_or_default(),
     };

@@ -90,23 +90,6 @@ fn duration(secs: i64) -> String {
     }
 }
 
-fn kind(k: CallKind) -> &'static str {
-    match k {
-        CallKind::Click2Call => "click2call",
-        CallKind::Dialer => "dialer",
-    }
-}
-
-fn state(s: CallState) -> &'static str {
-    match s {
-        CallState::Originating => "originating",
-        CallState::Ringing => "ringing",
-        CallState::Answered => "answered",
-        CallState::Ended => "ended",
-        CallState::Failed => "failed",
-    }
-}
-
 /// The whole page.
 pub fn page(v: &View) -> String {
     let mut out = String::from(
@@ -209,10 +192,10 @@ fn calls(out: &mut String, v: &View) {
          <label>Number <input name=\"number\" value=\"{}\" size=\"14\" inputmode=\"numeric\"></label>\
          <button>Filter</button></form>",
         option("", &f.kind),
-        option("click2call", &f.kind),
-        option("dialer", &f.kind),
-        ["", "originating", "ringing", "answered", "ended", "failed"]
-            .iter()
+        option(CallKind::Click2Call.as_str(), &f.kind),
+        option(CallKind::Dialer.as_str(), &f.kind),
+        std::iter::once("")
+            .chain(CallState::ALL.map(CallState::as_str))
             .map(|s| option(s, &f.state))
             .collect::<String>(),
         escape(&f.ramal),
@@ -249,7 +232,7 @@ fn calls(out: &mut String, v: &View) {
             "<tr data-id=\"{id}\"><td>{}</td><td>{}</td><td class=\"state {st}\">{st}</td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             time(c.created_at),
-            kind(c.kind),
+            c.kind.as_str(),
             escape(c.outcome.as_deref().unwrap_or("")),
             escape(c.ramal.as_deref().unwrap_or("")),
             escape(&number),
@@ -257,7 +240,7 @@ fn calls(out: &mut String, v: &View) {
             c.legs,
             recording,
             id = escape(&c.id),
-            st = state(c.state),
+            st = c.state.as_str(),
         );
     }
     out.push_str("</tbody></table>");

@@ -17,12 +17,20 @@ pub enum CallKind {
 }
 
 impl CallKind {
-    pub(super) fn as_str(self) -> &'static str {
+    pub const ALL: [CallKind; 2] = [CallKind::Click2Call, CallKind::Dialer];
+
+    /// Its name, as stored and as the console's filter says it.
+    pub fn as_str(self) -> &'static str {
         match self {
             CallKind::Click2Call => "click2call",
             CallKind::Dialer => "dialer",
         }
     }
+    /// The value named `s`, if any.
+    pub fn named(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
     pub(super) fn parse(s: &str) -> Self {
         if s == "dialer" {
             CallKind::Dialer
@@ -47,7 +55,16 @@ pub enum CallState {
 }
 
 impl CallState {
-    pub(super) fn as_str(self) -> &'static str {
+    pub const ALL: [CallState; 5] = [
+        CallState::Originating,
+        CallState::Ringing,
+        CallState::Answered,
+        CallState::Ended,
+        CallState::Failed,
+    ];
+
+    /// Its name, as stored and as the console's filter says it.
+    pub fn as_str(self) -> &'static str {
         match self {
             CallState::Originating => "originating",
             CallState::Ringing => "ringing",
@@ -55,6 +72,11 @@ impl CallState {
             CallState::Ended => "ended",
             CallState::Failed => "failed",
         }
+    }
+
+    /// The value named `s`, if any.
+    pub fn named(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 
     pub(super) fn parse(s: &str) -> Self {
