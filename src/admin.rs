@@ -38,7 +38,12 @@ pub struct AdminState {
     pub console: Arc<Console>,
     /// Who may use everything but the probes.
     pub access: Access,
+    /// The console's last storage check, and when ([`not_ready_for_console`]).
+    pub storage_verdict: Arc<std::sync::Mutex<Option<StorageVerdict>>>,
 }
+
+/// When the storage was last checked for the console, and what it said (`None`: writable).
+pub type StorageVerdict = (std::time::Instant, Option<String>);
 
 impl AdminState {
     /// Registers the gauges only a scrape can compute (readiness) beside `registry`'s.
@@ -53,15 +58,46 @@ impl AdminState {
     }
 }
 
-/// Why the service is not ready, or `None` when it is.
+/// Why the service is not ready, or `None` when it is. Asks the storage for a write each
+/// time (`/readyz`, `/metrics`).
 pub async fn not_ready_reason(state: &AdminState) -> Option<String> {
-    match state.esl.state() {
-        ConnectionState::Connected => {}
-        ConnectionState::Disconnected { reason } => {
-            return Some(format!("event socket not connected: {reason}"));
-        }
-        ConnectionState::Stopped => return Some("event socket client stopped".into()),
+    if let Some(reason) = socket_not_ready(state) {
+        return Some(reason);
     }
+    storage_not_ready(state).await
+}
+
+/// The same verdict for the console, which asks every second per open page: the socket's
+/// state is read each time, the storage's write is reused for [`STORAGE_VERDICT_FOR`].
+async fn not_ready_for_console(state: &AdminState) -> Option<String> {
+    if let Some(reason) = socket_not_ready(state) {
+        return Some(reason);
+    }
+    if let Some((at, verdict)) = state.storage_verdict.lock().expect("lock").clone()
+        && at.elapsed() < STORAGE_VERDICT_FOR
+    {
+        return verdict;
+    }
+    let verdict = storage_not_ready(state).await;
+    *state.storage_verdict.lock().expect("lock") =
+        Some((std::time::Instant::now(), verdict.clone()));
+    verdict
+}
+
+/// How long the console reuses a storage check.
+const STORAGE_VERDICT_FOR: Duration = Duration::from_secs(5);
+
+fn socket_not_ready(state: &AdminState) -> Option<String> {
+    match state.esl.state() {
+        ConnectionState::Connected => None,
+        ConnectionState::Disconnected { reason } => {
+            Some(format!("event socket not connected: {reason}"))
+        }
+        ConnectionState::Stopped => Some("event socket client stopped".into()),
+    }
+}
+
+async fn storage_not_ready(state: &AdminState) -> Option<String> {
     match tokio::time::timeout(Duration::from_secs(2), state.storage.check_writable()).await {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(format!("storage cannot write: {e}")),
@@ -204,7 +240,7 @@ where
         Endpoint::Console(page) => {
             let not_ready = match page {
                 console::routes::Page::Home | console::routes::Page::Sections => {
-                    not_ready_reason(state).await
+                    not_ready_for_console(state).await
                 }
                 _ => None,
             };

@@ -346,6 +346,7 @@ impl Service {
             ready,
             console,
             access: crate::console::access::Access::new(config.admin_token.clone()),
+            storage_verdict: Arc::default(),
         });
         tasks.spawn(http::server::serve(
             admin_listener,

@@ -41,6 +41,30 @@ async fn a_click2call_shows_masked_with_its_state_and_its_recording_plays_with_r
     assert_eq!(status, 200);
     assert!(empty.contains("No calls match."), "{empty}");
     assert!(empty.contains("connected"), "the socket's state is shown");
+    // Refreshing (every second, per open page) does not write to the database each time:
+    // the storage check behind "takes writes" is reused for a few seconds.
+    let checked_at = || async {
+        use sqlx::Connection;
+        let mut db =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", h.db_path().display()))
+                .await
+                .unwrap();
+        sqlx::query_scalar::<_, i64>("SELECT checked_at FROM health WHERE id = 1")
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    };
+    let first = checked_at().await;
+    for _ in 0..5 {
+        assert_eq!(page(&h, "/console/sections").await.0, 200);
+    }
+    assert_eq!(checked_at().await, first, "no write per refresh");
+    assert!(
+        page(&h, "/console/sections")
+            .await
+            .1
+            .contains("takes writes")
+    );
 
     let id = h.click2call("1001", "41988445566").await;
     let row = format!("data-id=\"{id}\"");
