@@ -52,14 +52,9 @@ impl std::fmt::Debug for CallSummary {
     }
 }
 
-impl Storage {
-    /// Calls matching `filter`, newest first.
-    pub async fn recent_calls(
-        &self,
-        filter: &CallFilter,
-    ) -> Result<Vec<CallSummary>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT c.id, c.kind, c.state, c.outcome, c.ramal, c.telefone, c.crm_id,
+/// The calls of a window, by `calls_created_at`; legs by `call_legs_call_id`, recordings by
+/// their primary key (the plan is checked by a test).
+const RECENT_CALLS: &str = "SELECT c.id, c.kind, c.state, c.outcome, c.ramal, c.telefone, c.crm_id,
                     c.created_at, c.answered_at, c.ended_at,
                     1 + (SELECT COUNT(*) FROM call_legs l WHERE l.call_id = c.id AND l.leg_id <> c.id),
                     (SELECT COUNT(*) FROM recordings r
@@ -73,16 +68,31 @@ impl Storage {
                 AND ($4 IS NULL OR c.ramal = $4)
                 AND ($5 IS NULL OR instr(c.telefone, $5) > 0)
               ORDER BY c.created_at DESC, c.id
-              LIMIT $6",
-        )
-        .bind(filter.since)
-        .bind(filter.kind.map(CallKind::as_str))
-        .bind(filter.state.map(CallState::as_str))
-        .bind(filter.ramal.as_deref())
-        .bind(filter.number.as_deref())
-        .bind(filter.limit)
-        .fetch_all(&self.pool)
-        .await?;
+              LIMIT $6";
+
+/// Delivered webhooks by `outbox_delivered_at`.
+const DELIVERED_SINCE: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    " FROM outbox WHERE state = 'delivered' AND delivered_at >= $1
+     ORDER BY delivered_at DESC LIMIT $2"
+);
+
+impl Storage {
+    /// Calls matching `filter`, newest first.
+    pub async fn recent_calls(
+        &self,
+        filter: &CallFilter,
+    ) -> Result<Vec<CallSummary>, StorageError> {
+        let rows = sqlx::query(RECENT_CALLS)
+            .bind(filter.since)
+            .bind(filter.kind.map(CallKind::as_str))
+            .bind(filter.state.map(CallState::as_str))
+            .bind(filter.ramal.as_deref())
+            .bind(filter.number.as_deref())
+            .bind(filter.limit)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
             .map(|r| CallSummary {
@@ -108,16 +118,11 @@ impl Storage {
         since: i64,
         limit: i64,
     ) -> Result<Vec<OutboxEntry>, StorageError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            entry_columns!(),
-            " FROM outbox WHERE state = 'delivered' AND delivered_at >= $1
-             ORDER BY delivered_at DESC LIMIT $2"
-        ))
-        .bind(since)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(DELIVERED_SINCE)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(entry).collect())
     }
 }
@@ -126,6 +131,36 @@ impl Storage {
 mod tests {
     use super::*;
     use crate::storage::{DialerReport, NewCall, now_ms, test_storage};
+
+    /// What "bounded by an index" means, as SQLite plans it: no statement of the console
+    /// reads a whole table (a `SCAN` of `calls`, `call_legs`, `recordings` or `outbox`).
+    #[tokio::test]
+    async fn the_console_reads_go_through_indexes() {
+        let (_d, s, _) = test_storage().await;
+        for (sql, index) in [
+            (RECENT_CALLS, "calls_created_at"),
+            (DELIVERED_SINCE, "outbox_delivered_at"),
+        ] {
+            // EXPLAIN QUERY PLAN rows: id, parent, notused, detail.
+            let plan: Vec<String> =
+                sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(&s.pool)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| sqlx::Row::get::<String, _>(r, 3))
+                    .collect();
+            assert!(plan.iter().any(|d| d.contains(index)), "{plan:?}");
+            for table in ["calls", "call_legs", "recordings", "outbox"] {
+                assert!(
+                    !plan.iter().any(|d| d.starts_with(&format!("SCAN {table}"))
+                        || d.starts_with("SCAN c ")
+                        || d == "SCAN c"),
+                    "a full scan of {table}: {plan:?}"
+                );
+            }
+        }
+    }
 
     #[tokio::test]
     async fn recent_calls_filter_and_count_legs_and_recordings() {
