@@ -67,6 +67,8 @@ async fn the_console_in_a_real_browser_shows_calls_plays_recordings_and_retries_
             "const done = arguments[arguments.length - 1];
              const a = document.querySelector(`#calls tr[data-id=\"${arguments[0]}\"] audio`);
              a.muted = true;
+             a.loop = true;
+             window.playing = a;
              a.addEventListener('error', () => done(-1));
              a.play().then(() => done(a.duration), () => done(-2));",
             json!([id]),
@@ -76,7 +78,18 @@ async fn the_console_in_a_real_browser_shows_calls_plays_recordings_and_retries_
         duration.as_f64().is_some_and(|d| d > 0.5),
         "the recording did not play: {duration}"
     );
-    // Seeking asks the server for a range; the player keeps playing across refreshes.
+    // Two refreshes later the same player is still in the page and still playing.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        b.run(
+            "return document.contains(window.playing) && !window.playing.paused",
+            json!([])
+        )
+        .await,
+        json!(true),
+        "a refresh replaced the playing recording"
+    );
+    // Seeking asks the server for a range.
     let seeked = b
         .run_async(
             "const done = arguments[arguments.length - 1];
