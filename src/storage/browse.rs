@@ -70,11 +70,15 @@ const RECENT_CALLS: &str = "SELECT c.id, c.kind, c.state, c.outcome, c.ramal, c.
               ORDER BY c.created_at DESC, c.id
               LIMIT $6";
 
-/// Delivered webhooks by `outbox_delivered_at`.
+/// Delivered webhooks by `outbox_delivered_at`, named: without statistics SQLite's planner
+/// sometimes takes `outbox_due (state=?)` instead, which reads every delivered webhook ever
+/// kept (seen in this crate's own test runs). SQLite syntax, like `instr` above: the
+/// PostgreSQL backend will have its own.
 const DELIVERED_SINCE: &str = concat!(
     "SELECT ",
     entry_columns!(),
-    " FROM outbox WHERE state = 'delivered' AND delivered_at >= $1
+    " FROM outbox INDEXED BY outbox_delivered_at
+     WHERE state = 'delivered' AND delivered_at >= $1
      ORDER BY delivered_at DESC LIMIT $2"
 );
 
