@@ -54,7 +54,9 @@ impl std::fmt::Debug for CallSummary {
 
 /// The calls of a window, by `calls_created_at`; legs by `call_legs_call_id`, recordings by
 /// their primary key (the plan is checked by a test).
-const RECENT_CALLS: &str = "SELECT c.id, c.kind, c.state, c.outcome, c.ramal, c.telefone, c.crm_id,
+macro_rules! recent_calls {
+    ($find:literal) => {
+        concat!("SELECT c.id, c.kind, c.state, c.outcome, c.ramal, c.telefone, c.crm_id,
                     c.created_at, c.answered_at, c.ended_at,
                     1 + (SELECT COUNT(*) FROM call_legs l WHERE l.call_id = c.id AND l.leg_id <> c.id),
                     (SELECT COUNT(*) FROM recordings r
@@ -66,21 +68,34 @@ const RECENT_CALLS: &str = "SELECT c.id, c.kind, c.state, c.outcome, c.ramal, c.
                 AND ($2 IS NULL OR c.kind = $2)
                 AND ($3 IS NULL OR c.state = $3)
                 AND ($4 IS NULL OR c.ramal = $4)
-                AND ($5 IS NULL OR instr(c.telefone, $5) > 0)
+                AND ($5 IS NULL OR ", $find, "(c.telefone, $5) > 0)
               ORDER BY c.created_at DESC, c.id
-              LIMIT $6";
+              LIMIT $6")
+    };
+}
+/// `instr` and `strpos` are each engine's "position of a substring" (no LIKE: no wildcard to
+/// escape).
+const RECENT_CALLS_SQLITE: &str = recent_calls!("instr");
+const RECENT_CALLS_POSTGRES: &str = recent_calls!("strpos");
 
-/// Delivered webhooks by `outbox_delivered_at`, named: without statistics SQLite's planner
-/// sometimes takes `outbox_due (state=?)` instead, which reads every delivered webhook ever
-/// kept (seen in this crate's own test runs). SQLite syntax, like `instr` above: the
-/// PostgreSQL backend will have its own.
-const DELIVERED_SINCE: &str = concat!(
-    "SELECT ",
-    entry_columns!(),
-    " FROM outbox INDEXED BY outbox_delivered_at
-     WHERE state = 'delivered' AND delivered_at >= $1
-     ORDER BY delivered_at DESC LIMIT $2"
-);
+/// Delivered webhooks by `outbox_delivered_at`, named on SQLite: without statistics its
+/// planner sometimes takes `outbox_due (state=?)` instead, which reads every delivered webhook
+/// ever kept (seen in this crate's own test runs). PostgreSQL has statistics and no such
+/// syntax.
+macro_rules! delivered_since {
+    ($indexed_by:literal) => {
+        concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM outbox ",
+            $indexed_by,
+            " WHERE state = 'delivered' AND delivered_at >= $1
+             ORDER BY delivered_at DESC LIMIT $2"
+        )
+    };
+}
+const DELIVERED_SINCE_SQLITE: &str = delivered_since!("INDEXED BY outbox_delivered_at");
+const DELIVERED_SINCE_POSTGRES: &str = delivered_since!("");
 
 impl Storage {
     /// Calls matching `filter`, newest first.
@@ -88,15 +103,18 @@ impl Storage {
         &self,
         filter: &CallFilter,
     ) -> Result<Vec<CallSummary>, StorageError> {
-        let rows = sqlx::query(RECENT_CALLS)
-            .bind(filter.since)
-            .bind(filter.kind.map(CallKind::as_str))
-            .bind(filter.state.map(CallState::as_str))
-            .bind(filter.ramal.as_deref())
-            .bind(filter.number.as_deref())
-            .bind(filter.limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            self.backend
+                .pick(RECENT_CALLS_SQLITE, RECENT_CALLS_POSTGRES),
+        )
+        .bind(filter.since)
+        .bind(filter.kind.map(CallKind::as_str))
+        .bind(filter.state.map(CallState::as_str))
+        .bind(filter.ramal.as_deref())
+        .bind(filter.number.as_deref())
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .iter()
             .map(|r| CallSummary {
@@ -122,11 +140,14 @@ impl Storage {
         since: i64,
         limit: i64,
     ) -> Result<Vec<OutboxEntry>, StorageError> {
-        let rows = sqlx::query(DELIVERED_SINCE)
-            .bind(since)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            self.backend
+                .pick(DELIVERED_SINCE_SQLITE, DELIVERED_SINCE_POSTGRES),
+        )
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(entry).collect())
     }
 }
@@ -142,8 +163,8 @@ mod tests {
     async fn the_console_reads_go_through_indexes() {
         let (_d, s, _) = test_storage().await;
         for (sql, index) in [
-            (RECENT_CALLS, "calls_created_at"),
-            (DELIVERED_SINCE, "outbox_delivered_at"),
+            (RECENT_CALLS_SQLITE, "calls_created_at"),
+            (DELIVERED_SINCE_SQLITE, "outbox_delivered_at"),
         ] {
             // EXPLAIN QUERY PLAN rows: id, parent, notused, detail.
             let plan: Vec<String> =
@@ -168,104 +189,105 @@ mod tests {
 
     #[tokio::test]
     async fn recent_calls_filter_and_count_legs_and_recordings() {
-        let (_d, s, _) = test_storage().await;
-        let call = |id: &'static str, ramal: &'static str, telefone: &'static str| NewCall {
-            id,
-            kind: CallKind::Click2Call,
-            ramal: Some(ramal),
-            telefone: Some(telefone),
-            crm_id: None,
-            state: CallState::Ringing,
-            recording_path: None,
-        };
-        s.insert_call(call("a", "1001", "41988445566"))
-            .await
-            .unwrap();
-        s.insert_call(call("b", "1002", "11999990000"))
-            .await
-            .unwrap();
-        s.link_leg("a-customer", "a").await.unwrap();
-        s.recording_started("a-customer", "/r/a.wav").await.unwrap();
-        s.recording_stopped("a-customer", "/r/a.wav", None, false)
-            .await
-            .unwrap();
-        s.set_call_state("b", CallState::Failed, Some("USER_BUSY"))
-            .await
-            .unwrap();
-        let all = CallFilter {
-            since: now_ms() - 60_000,
-            limit: 10,
-            ..CallFilter::default()
-        };
-        let calls = s.recent_calls(&all).await.unwrap();
-        assert_eq!(calls.len(), 2);
-        let a = calls.iter().find(|c| c.id == "a").unwrap();
-        assert_eq!((a.legs, a.recordings), (2, 1));
-        let failed = s
-            .recent_calls(&CallFilter {
-                state: Some(CallState::Failed),
-                ..all.clone()
-            })
-            .await
-            .unwrap();
-        assert_eq!(failed.len(), 1);
-        assert_eq!(failed[0].outcome.as_deref(), Some("USER_BUSY"));
-        let by_number = s
-            .recent_calls(&CallFilter {
-                number: Some("8844".into()),
-                ..all.clone()
-            })
-            .await
-            .unwrap();
-        assert_eq!(by_number[0].id, "a");
-        let by_ramal = s
-            .recent_calls(&CallFilter {
-                ramal: Some("1002".into()),
-                kind: Some(CallKind::Click2Call),
-                ..all.clone()
-            })
-            .await
-            .unwrap();
-        assert_eq!(by_ramal.len(), 1);
-        let dialer = s
-            .recent_calls(&CallFilter {
-                kind: Some(CallKind::Dialer),
-                ..all.clone()
-            })
-            .await
-            .unwrap();
-        assert!(dialer.is_empty());
-        let later = s
-            .recent_calls(&CallFilter {
-                since: now_ms() + 60_000,
-                ..all
-            })
-            .await
-            .unwrap();
-        assert!(later.is_empty(), "outside the window");
-
-        s.report_dialer_call(DialerReport {
-            call_id: "d".into(),
-            customer_leg: "d".into(),
-            crm_id: "1".into(),
-            telefone: None,
-            ramal: None,
-            legs: vec!["d".into()],
-            give_up_at: now_ms() + 60_000,
-            url: "http://finaz/x?cid=d".into(),
-        })
-        .await
-        .unwrap();
-        let leased = s.lease_due(now_ms(), 10, now_ms() + 1_000).await.unwrap();
-        let before = now_ms();
-        s.mark_delivered(leased[0].id).await.unwrap();
-        let delivered = s.delivered_since(before - 1, 10).await.unwrap();
-        assert_eq!(delivered.len(), 1);
-        assert!(
-            s.delivered_since(now_ms() + 1, 10)
+        for (_d, s, _) in crate::storage::test_backends().await {
+            let call = |id: &'static str, ramal: &'static str, telefone: &'static str| NewCall {
+                id,
+                kind: CallKind::Click2Call,
+                ramal: Some(ramal),
+                telefone: Some(telefone),
+                crm_id: None,
+                state: CallState::Ringing,
+                recording_path: None,
+            };
+            s.insert_call(call("a", "1001", "41988445566"))
                 .await
-                .unwrap()
-                .is_empty()
-        );
+                .unwrap();
+            s.insert_call(call("b", "1002", "11999990000"))
+                .await
+                .unwrap();
+            s.link_leg("a-customer", "a").await.unwrap();
+            s.recording_started("a-customer", "/r/a.wav").await.unwrap();
+            s.recording_stopped("a-customer", "/r/a.wav", None, false)
+                .await
+                .unwrap();
+            s.set_call_state("b", CallState::Failed, Some("USER_BUSY"))
+                .await
+                .unwrap();
+            let all = CallFilter {
+                since: now_ms() - 60_000,
+                limit: 10,
+                ..CallFilter::default()
+            };
+            let calls = s.recent_calls(&all).await.unwrap();
+            assert_eq!(calls.len(), 2);
+            let a = calls.iter().find(|c| c.id == "a").unwrap();
+            assert_eq!((a.legs, a.recordings), (2, 1));
+            let failed = s
+                .recent_calls(&CallFilter {
+                    state: Some(CallState::Failed),
+                    ..all.clone()
+                })
+                .await
+                .unwrap();
+            assert_eq!(failed.len(), 1);
+            assert_eq!(failed[0].outcome.as_deref(), Some("USER_BUSY"));
+            let by_number = s
+                .recent_calls(&CallFilter {
+                    number: Some("8844".into()),
+                    ..all.clone()
+                })
+                .await
+                .unwrap();
+            assert_eq!(by_number[0].id, "a");
+            let by_ramal = s
+                .recent_calls(&CallFilter {
+                    ramal: Some("1002".into()),
+                    kind: Some(CallKind::Click2Call),
+                    ..all.clone()
+                })
+                .await
+                .unwrap();
+            assert_eq!(by_ramal.len(), 1);
+            let dialer = s
+                .recent_calls(&CallFilter {
+                    kind: Some(CallKind::Dialer),
+                    ..all.clone()
+                })
+                .await
+                .unwrap();
+            assert!(dialer.is_empty());
+            let later = s
+                .recent_calls(&CallFilter {
+                    since: now_ms() + 60_000,
+                    ..all
+                })
+                .await
+                .unwrap();
+            assert!(later.is_empty(), "outside the window");
+
+            s.report_dialer_call(DialerReport {
+                call_id: "d".into(),
+                customer_leg: "d".into(),
+                crm_id: "1".into(),
+                telefone: None,
+                ramal: None,
+                legs: vec!["d".into()],
+                give_up_at: now_ms() + 60_000,
+                url: "http://finaz/x?cid=d".into(),
+            })
+            .await
+            .unwrap();
+            let leased = s.lease_due(now_ms(), 10, now_ms() + 1_000).await.unwrap();
+            let before = now_ms();
+            s.mark_delivered(leased[0].id).await.unwrap();
+            let delivered = s.delivered_since(before - 1, 10).await.unwrap();
+            assert_eq!(delivered.len(), 1);
+            assert!(
+                s.delivered_since(now_ms() + 1, 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
     }
 }

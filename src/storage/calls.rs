@@ -2,8 +2,8 @@
 //! stands, and every other channel uuid known to belong to it.
 
 use futures_util::FutureExt;
+use sqlx::AnyConnection;
 use sqlx::Row;
-use sqlx::sqlite::SqliteConnection;
 
 use super::executor::Op;
 use super::{Storage, StorageError, now_ms};
@@ -263,7 +263,7 @@ impl Storage {
     }
 }
 
-async fn insert(c: &mut SqliteConnection, row: CallRow) -> Result<(), sqlx::Error> {
+async fn insert(c: &mut AnyConnection, row: CallRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO calls (id, kind, ramal, telefone, crm_id, state, recording_path, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -283,7 +283,7 @@ async fn insert(c: &mut SqliteConnection, row: CallRow) -> Result<(), sqlx::Erro
 
 /// The call one of these uuids names or belongs to, if any.
 pub(super) async fn of_any(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
     a: &str,
     b: &str,
 ) -> Result<Option<String>, sqlx::Error> {
@@ -300,7 +300,7 @@ pub(super) async fn of_any(
 
 /// An operator answered a dialer call: it is recorded as answered now.
 pub(super) async fn insert_answered_dialer(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
     id: &str,
     ramal: Option<&str>,
     telefone: Option<&str>,
@@ -323,7 +323,7 @@ pub(super) async fn insert_answered_dialer(
 
 /// Moves `leg` to `call_id` (from whatever call it belonged to before).
 pub(super) async fn link_to(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
     leg: &str,
     call_id: &str,
     at: i64,
@@ -345,7 +345,7 @@ pub(super) async fn link_to(
 /// call bridged to a new one (an operator taking the next customer) brings it no old call,
 /// and is itself moved to the live call.
 pub(super) async fn link_bridge(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
     a: &str,
     b: &str,
     at: i64,
@@ -373,7 +373,7 @@ pub(super) async fn link_bridge(
 /// `leg` hung up: a dialer call ends with its call leg or any leg linked to it now
 /// (click2call calls follow their own task).
 pub(super) async fn end_dialer_call_of(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
     leg: &str,
     at: i64,
 ) -> Result<(), sqlx::Error> {
@@ -392,39 +392,39 @@ pub(super) async fn end_dialer_call_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::test_storage as temp;
 
     #[tokio::test]
     async fn any_leg_finds_its_call() {
-        let (_d, s, _) = temp().await;
-        s.insert_call(NewCall {
-            id: "a",
-            kind: CallKind::Dialer,
-            ramal: Some("1001"),
-            telefone: Some("4199"),
-            crm_id: Some("CRM-1"),
-            state: CallState::Answered,
-            recording_path: None,
-        })
-        .await
-        .unwrap();
-        s.link_leg("b", "a").await.unwrap();
-        let c = s.find_call("b").await.unwrap().unwrap();
-        assert_eq!(c.id, "a");
-        assert_eq!(c.kind, CallKind::Dialer);
-        assert_eq!(c.crm_id.as_deref(), Some("CRM-1"));
-        assert_eq!(c.state, CallState::Answered);
-        assert!(s.find_call("zzz").await.unwrap().is_none());
-        s.set_call_state("a", CallState::Ended, Some("NORMAL_CLEARING"))
+        for (_d, s, _) in crate::storage::test_backends().await {
+            s.insert_call(NewCall {
+                id: "a",
+                kind: CallKind::Dialer,
+                ramal: Some("1001"),
+                telefone: Some("4199"),
+                crm_id: Some("CRM-1"),
+                state: CallState::Answered,
+                recording_path: None,
+            })
             .await
             .unwrap();
-        assert_eq!(
-            s.find_call("a").await.unwrap().unwrap().outcome.as_deref(),
-            Some("NORMAL_CLEARING")
-        );
-        let c = s.find_call("a").await.unwrap().unwrap();
-        assert!(c.ended_at.is_some_and(|t| t >= c.created_at));
-        assert_eq!(c.answered_at, None, "inserted as answered, never set");
+            s.link_leg("b", "a").await.unwrap();
+            let c = s.find_call("b").await.unwrap().unwrap();
+            assert_eq!(c.id, "a");
+            assert_eq!(c.kind, CallKind::Dialer);
+            assert_eq!(c.crm_id.as_deref(), Some("CRM-1"));
+            assert_eq!(c.state, CallState::Answered);
+            assert!(s.find_call("zzz").await.unwrap().is_none());
+            s.set_call_state("a", CallState::Ended, Some("NORMAL_CLEARING"))
+                .await
+                .unwrap();
+            assert_eq!(
+                s.find_call("a").await.unwrap().unwrap().outcome.as_deref(),
+                Some("NORMAL_CLEARING")
+            );
+            let c = s.find_call("a").await.unwrap().unwrap();
+            assert!(c.ended_at.is_some_and(|t| t >= c.created_at));
+            assert_eq!(c.answered_at, None, "inserted as answered, never set");
+        }
     }
 
     #[test]
@@ -447,63 +447,64 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_writes_are_grouped_and_a_bad_one_fails_alone() {
-        let (_d, s, url) = temp().await;
-        let ids: Vec<String> = (0..300).map(|i| format!("call-{i}")).collect();
-        let mut tasks = Vec::new();
-        for id in ids.clone() {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                s.insert_call(NewCall {
-                    id: &id,
+        for (_d, s, url) in crate::storage::test_backends().await {
+            let ids: Vec<String> = (0..300).map(|i| format!("call-{i}")).collect();
+            let mut tasks = Vec::new();
+            for id in ids.clone() {
+                let s = s.clone();
+                tasks.push(tokio::spawn(async move {
+                    s.insert_call(NewCall {
+                        id: &id,
+                        kind: CallKind::Click2Call,
+                        ramal: Some("1001"),
+                        telefone: Some("41988445566"),
+                        crm_id: None,
+                        state: CallState::Originating,
+                        recording_path: None,
+                    })
+                    .await
+                }));
+            }
+            // The same id again, racing with the others: only it fails.
+            let dup = s
+                .insert_call(NewCall {
+                    id: "call-0",
                     kind: CallKind::Click2Call,
-                    ramal: Some("1001"),
-                    telefone: Some("41988445566"),
+                    ramal: None,
+                    telefone: None,
                     crm_id: None,
                     state: CallState::Originating,
                     recording_path: None,
                 })
-                .await
-            }));
-        }
-        // The same id again, racing with the others: only it fails.
-        let dup = s
-            .insert_call(NewCall {
-                id: "call-0",
-                kind: CallKind::Click2Call,
-                ramal: None,
-                telefone: None,
-                crm_id: None,
-                state: CallState::Originating,
-                recording_path: None,
-            })
-            .await;
-        let mut ok = 0;
-        for t in tasks {
-            if t.await.unwrap().is_ok() {
-                ok += 1;
+                .await;
+            let mut ok = 0;
+            for t in tasks {
+                if t.await.unwrap().is_ok() {
+                    ok += 1;
+                }
             }
+            assert!(ok >= 299, "{ok}");
+            assert_eq!(
+                ok + usize::from(dup.is_ok()),
+                300,
+                "exactly one of the two call-0 failed"
+            );
+            // Committed before each caller returned, so durable across a reopen.
+            s.close().await;
+            let s = Storage::open(&url).await.unwrap();
+            for id in &ids {
+                assert!(s.find_call(id).await.unwrap().is_some(), "{id}");
+            }
+            assert!(matches!(
+                s.set_call_state("call-1", CallState::Answered, None).await,
+                Ok(())
+            ));
+            s.close().await;
+            assert!(
+                s.set_call_state("call-1", CallState::Ended, None)
+                    .await
+                    .is_err()
+            );
         }
-        assert!(ok >= 299, "{ok}");
-        assert_eq!(
-            ok + usize::from(dup.is_ok()),
-            300,
-            "exactly one of the two call-0 failed"
-        );
-        // Committed before each caller returned, so durable across a reopen.
-        s.close().await;
-        let s = Storage::open(&url).await.unwrap();
-        for id in &ids {
-            assert!(s.find_call(id).await.unwrap().is_some(), "{id}");
-        }
-        assert!(matches!(
-            s.set_call_state("call-1", CallState::Answered, None).await,
-            Ok(())
-        ));
-        s.close().await;
-        assert!(
-            s.set_call_state("call-1", CallState::Ended, None)
-                .await
-                .is_err()
-        );
     }
 }

@@ -4,17 +4,17 @@
 //! An operation is a boxed async function of the connection; it knows nothing of batches and
 //! the executor knows nothing of tables. An operation of several statements runs inside its
 //! own savepoint, so one that fails (a constraint, say) is undone whole and fails alone while
-//! the rest of its batch commits; an operation of one statement needs none (SQLite undoes a
-//! failed statement by itself), which spares two statements on the hot path. A failed commit
-//! fails every operation of the batch.
+//! the rest of its batch commits; on SQLite an operation of one statement needs none (SQLite
+//! undoes a failed statement by itself), which spares two statements on the hot path. On
+//! PostgreSQL a failed statement poisons its whole transaction, so every operation gets a
+//! savepoint there. A failed commit fails every operation of the batch.
 
 use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::SqliteConnection;
-use sqlx::{Connection, Sqlite, SqlitePool};
+use sqlx::{Any, AnyConnection, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::StorageError;
+use super::{Backend, StorageError};
 
 /// Most operations committed together.
 const MAX_BATCH: usize = 512;
@@ -34,7 +34,7 @@ struct Ran {
     answer: Answer,
 }
 
-type Run = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Ran> + Send>;
+type Run = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Ran> + Send>;
 
 struct Job {
     savepoint: bool,
@@ -50,7 +50,7 @@ pub(super) struct Op {
 }
 
 impl Op {
-    /// One statement: SQLite undoes it by itself if it fails.
+    /// One statement: SQLite undoes it by itself if it fails (PostgreSQL gets a savepoint).
     pub(super) const fn one(name: &'static str) -> Op {
         Op {
             name,
@@ -100,10 +100,12 @@ fn abandoned() -> StorageError {
 
 impl Executor {
     /// Starts the executor (and its WAL checkpoints) on `pool`.
-    pub(super) fn spawn(pool: SqlitePool) -> Executor {
+    pub(super) fn spawn(pool: AnyPool, backend: Backend) -> Executor {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(checkpoints(pool.clone(), tx.downgrade()));
-        tokio::spawn(run(pool, rx));
+        if backend == Backend::Sqlite {
+            tokio::spawn(checkpoints(pool.clone(), tx.downgrade()));
+        }
+        tokio::spawn(run(pool, backend, rx));
         Executor { tx }
     }
 
@@ -111,7 +113,7 @@ impl Executor {
     pub(super) async fn run<T, F>(&self, op: Op, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
             + Send
             + 'static,
     {
@@ -126,7 +128,7 @@ impl Executor {
     pub(super) async fn submit<T, F>(&self, op: Op, f: F) -> Result<(), StorageError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
             + Send
             + 'static,
     {
@@ -142,7 +144,7 @@ impl Executor {
     ) -> Result<(), StorageError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
             + Send
             + 'static,
     {
@@ -185,7 +187,7 @@ impl Executor {
 
 /// Checkpoints the WAL from another connection while the executor keeps committing (PASSIVE
 /// never blocks it), so no commit waits for a checkpoint's fsync. Stops with the executor.
-async fn checkpoints(pool: SqlitePool, executor: mpsc::WeakSender<Msg>) {
+async fn checkpoints(pool: AnyPool, executor: mpsc::WeakSender<Msg>) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -202,10 +204,10 @@ async fn checkpoints(pool: SqlitePool, executor: mpsc::WeakSender<Msg>) {
     }
 }
 
-async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Msg>) {
+async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Msg>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // One connection kept for writing: its page cache stays warm between batches.
-    let mut conn: Option<PoolConnection<Sqlite>> = None;
+    let mut conn: Option<PoolConnection<Any>> = None;
     while let Some(first) = rx.recv().await {
         let mut close = None;
         let mut next = Some(first);
@@ -222,7 +224,7 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Msg>) {
             }
         }
         if !batch.is_empty() {
-            commit(&pool, &mut conn, &mut batch).await;
+            commit(&pool, backend, &mut conn, &mut batch).await;
         }
         if let Some(done) = close {
             drop(conn);
@@ -234,30 +236,38 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Msg>) {
 
 /// Runs one batch in one transaction, each job in its savepoint, and answers every job.
 async fn commit(
-    pool: &SqlitePool,
-    conn: &mut Option<PoolConnection<Sqlite>>,
+    pool: &AnyPool,
+    backend: Backend,
+    conn: &mut Option<PoolConnection<Any>>,
     batch: &mut Vec<Job>,
 ) {
     let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
     let outcome: Result<(), sqlx::Error> = async {
         if conn.is_none() {
             let mut c = pool.acquire().await?;
-            // Checkpoints run beside the executor (see `checkpoints`), never inside a commit.
-            sqlx::query("PRAGMA wal_autocheckpoint = 0")
-                .execute(&mut *c)
-                .await?;
+            if backend == Backend::Sqlite {
+                // Checkpoints run beside the executor (see `checkpoints`), never in a commit.
+                sqlx::query("PRAGMA wal_autocheckpoint = 0")
+                    .execute(&mut *c)
+                    .await?;
+            }
             *conn = Some(c);
         }
         let c = conn.as_mut().expect("just acquired");
-        // IMMEDIATE takes the write lock up front: a deferred BEGIN that upgrades later can
-        // fail the whole batch with SQLITE_BUSY when `outbox retry` (another process) writes.
-        let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = match backend {
+            // IMMEDIATE takes the write lock up front: a deferred BEGIN that upgrades later
+            // can fail the whole batch with SQLITE_BUSY when another process writes.
+            Backend::Sqlite => c.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => c.begin().await?,
+        };
+        let always = backend == Backend::Postgres;
         for job in batch.drain(..) {
-            if job.savepoint {
+            let savepoint = job.savepoint || always;
+            if savepoint {
                 sqlx::query("SAVEPOINT op").execute(&mut *tx).await?;
             }
             let ran = (job.run)(&mut tx).await;
-            if job.savepoint {
+            if savepoint {
                 if !ran.ok {
                     sqlx::query("ROLLBACK TO op").execute(&mut *tx).await?;
                 }
@@ -287,15 +297,16 @@ async fn commit(
 mod tests {
     use super::*;
 
-    async fn temp() -> (tempfile::TempDir, SqlitePool, Executor) {
+    async fn temp() -> (tempfile::TempDir, AnyPool, Executor) {
+        sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let pool = SqlitePool::connect(&url).await.unwrap();
+        let pool = AnyPool::connect(&url).await.unwrap();
         sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY, n BIGINT NOT NULL)")
             .execute(&pool)
             .await
             .unwrap();
-        let exec = Executor::spawn(pool.clone());
+        let exec = Executor::spawn(pool.clone(), Backend::Sqlite);
         (dir, pool, exec)
     }
 

@@ -1,10 +1,14 @@
 //! Embedded migrations, applied in order at startup, each recorded with a checksum of its
 //! text: a shipped migration edited afterwards, or a database a newer build migrated, is
 //! refused with a message that says which.
+//!
+//! Both engines apply the same list; a migration whose SQL differs between the dialects has
+//! its PostgreSQL text in `migrations/postgres/` ([`POSTGRES_SPELLING`]). On PostgreSQL the
+//! whole run holds an advisory lock, so replicas started together migrate once.
 
-use sqlx::SqlitePool;
+use sqlx::{AnyConnection, AnyPool};
 
-use super::{StorageError, now_ms};
+use super::{Backend, StorageError, now_ms};
 
 /// Never edit one that has shipped: add the next one.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -16,7 +20,25 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/0006_call_legs_linked_at.sql")),
     (7, include_str!("migrations/0007_open_rows.sql")),
     (8, include_str!("migrations/0008_outbox_delivered_at.sql")),
+    (9, include_str!("migrations/0009_click2call_claims.sql")),
+    (10, include_str!("migrations/0010_calls_node.sql")),
 ];
+
+/// Migrations spelt differently on PostgreSQL; every other one is the same text.
+const POSTGRES_SPELLING: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_init.sql"))];
+
+/// Any number, the same in every replica: the advisory lock of the migration run.
+const MIGRATION_LOCK: i64 = 0x66696e617a_01;
+
+fn text_for(backend: Backend, version: i64, sql: &'static str) -> &'static str {
+    match backend {
+        Backend::Sqlite => sql,
+        Backend::Postgres => POSTGRES_SPELLING
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map_or(sql, |(_, pg)| pg),
+    }
+}
 
 /// The checksum recorded with a migration: FNV-1a (64 bit) of its text with line endings
 /// normalised, so a checkout with CRLF endings is the same migration.
@@ -31,27 +53,59 @@ fn checksum(sql: &str) -> String {
 
 /// Applies what is missing, in order, each in its own transaction with its checksum; refuses
 /// a database whose applied migrations were edited since, or that a newer build migrated.
-pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StorageError> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-    )
-    .execute(pool)
-    .await?;
-    let has_checksum: bool = sqlx::query_scalar(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('schema_migrations') WHERE name = 'checksum'",
-    )
-    .fetch_one(pool)
-    .await?;
-    if !has_checksum {
-        sqlx::query("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT")
-            .execute(pool)
+pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StorageError> {
+    let mut conn = pool.acquire().await?;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
             .await?;
+    }
+    let result = run(&mut conn, backend).await;
+    if backend == Backend::Postgres {
+        // Also released when the connection closes, should this fail.
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await;
+    }
+    result
+}
+
+async fn run(conn: &mut AnyConnection, backend: Backend) -> Result<(), StorageError> {
+    use sqlx::Connection;
+    match backend {
+        Backend::Sqlite => {
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            )
+            .execute(&mut *conn)
+            .await?;
+            let has_checksum: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pragma_table_info('schema_migrations') WHERE name = 'checksum'",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            if has_checksum == 0 {
+                sqlx::query("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        // Born after checksums.
+        Backend::Postgres => {
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL, checksum TEXT)",
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     let newest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
     let unknown: Option<i64> =
         sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations WHERE version > $1")
             .bind(newest)
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await?;
     if let Some(v) = unknown {
         return Err(StorageError::Migrations(format!(
@@ -59,8 +113,9 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StorageError> {
         )));
     }
     for (version, sql) in MIGRATIONS {
+        let sql = text_for(backend, *version, sql);
         let sum = checksum(sql);
-        let mut tx = pool.begin().await?;
+        let mut tx = conn.begin().await?;
         let applied: Option<Option<String>> =
             sqlx::query_scalar("SELECT checksum FROM schema_migrations WHERE version = $1")
                 .bind(version)
@@ -82,7 +137,7 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StorageError> {
                     .await?;
             }
             None => {
-                sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+                sqlx::raw_sql(sql).execute(&mut *tx).await?;
                 sqlx::query(
                     "INSERT INTO schema_migrations (version, applied_at, checksum) VALUES ($1, $2, $3)",
                 )
@@ -104,6 +159,19 @@ mod tests {
     use super::*;
     use crate::storage::{Storage, test_storage as temp};
     use sqlx::sqlite::SqlitePoolOptions;
+
+    #[test]
+    fn postgres_spells_only_what_differs() {
+        for (v, pg) in POSTGRES_SPELLING {
+            let sqlite = MIGRATIONS.iter().find(|(m, _)| m == v).expect("known").1;
+            assert_ne!(sqlite, *pg);
+            assert_eq!(text_for(Backend::Postgres, *v, sqlite), *pg);
+        }
+        assert_eq!(
+            text_for(Backend::Postgres, 2, MIGRATIONS[1].1),
+            MIGRATIONS[1].1
+        );
+    }
 
     /// A shipped migration edited afterwards, or a database from a newer build, is refused
     /// with a message that says so; a database from before checksums gets them recorded.

@@ -8,27 +8,35 @@
 //! operations handed to the executor; none of them knows the others' columns beyond the
 //! calls they make, and the executor knows no table.
 //!
-//! SQLite (embedded, WAL) is the default. Callers only see typed methods, never SQL or the
-//! pool, so a PostgreSQL backend can be added below them; the SQL is kept to the portable
-//! subset (numbered parameters, BIGINT millisecond timestamps, `ON CONFLICT`).
+//! SQLite (embedded, WAL) is the default, for one box; PostgreSQL (`postgres://`) lets
+//! several replicas share one database. Callers only see typed methods, never SQL or the
+//! pool. The SQL is the portable subset (numbered parameters, BIGINT millisecond timestamps,
+//! `ON CONFLICT`, `RETURNING`) on sqlx's `Any` driver; where the dialects differ a statement
+//! is chosen by [`Backend::pick`].
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use futures_util::FutureExt;
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::any::AnyPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{AnyPool, ConnectOptions, Connection, Executor as _};
 
 mod browse;
 mod calls;
+mod claims;
 mod executor;
 mod migrate;
 mod outbox;
 mod recordings;
 pub mod retention;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+pub(crate) use testing::test_backends;
 
 pub use browse::{CallFilter, CallSummary};
 pub use calls::{CallKind, CallRecord, CallState, NewCall};
+pub use claims::{ClaimOutcome, Claimed};
 pub use outbox::{DialerReport, OutboxEntry, OutboxState, Reported, RetryTarget};
 pub use recordings::{RecordingEvent, RecordingRow, RecordingState};
 
@@ -51,10 +59,49 @@ pub enum StorageError {
     Migrations(String),
 }
 
+/// Which database engine a storage URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The engine of `url`, or why it names none this build opens.
+    pub fn of(url: &str) -> Result<Backend, StorageError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else {
+            Err(StorageError::Unsupported(format!(
+                "{}: (use sqlite:// or postgres://)",
+                url.split(':').next().unwrap_or("")
+            )))
+        }
+    }
+
+    /// The statement for this engine, where the dialects differ.
+    pub(crate) const fn pick(self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+        match self {
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Storage {
-    pool: SqlitePool,
+    pool: AnyPool,
     exec: Executor,
+    backend: Backend,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -67,29 +114,50 @@ pub fn now_ms() -> i64 {
 impl Storage {
     /// Opens (creating if needed) the database and applies pending migrations.
     pub async fn open(url: &str) -> Result<Self, StorageError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(StorageError::Unsupported(
-                "postgres:// is not available in this build yet; use sqlite://".into(),
-            ));
-        }
-        if !url.starts_with("sqlite:") {
-            return Err(StorageError::Unsupported(
-                url.split(':').next().unwrap_or("").into(),
-            ));
-        }
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        migrate::migrate(&pool).await?;
-        let exec = Executor::spawn(pool.clone());
-        Ok(Storage { pool, exec })
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of(url)?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                // Created, and switched to WAL (a property of the file), once; every pooled
+                // connection then only sets what is per connection. Foreign keys are on and
+                // the busy timeout is 5 s by sqlx's defaults.
+                SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .connect()
+                    .await?
+                    .close()
+                    .await?;
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(|c, _| {
+                        Box::pin(
+                            async move { c.execute("PRAGMA synchronous = NORMAL").await.map(drop) },
+                        )
+                    })
+                    .connect(url)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect(url)
+                    .await?
+            }
+        };
+        migrate::migrate(&pool, backend).await?;
+        let exec = Executor::spawn(pool.clone(), backend);
+        Ok(Storage {
+            pool,
+            exec,
+            backend,
+        })
+    }
+
+    /// The engine this storage runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 }
 
@@ -164,11 +232,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn postgres_urls_are_refused_clearly_for_now() {
-        let e = Storage::open("postgres://u:p@localhost/db")
+    async fn other_urls_are_refused_clearly() {
+        let e = Storage::open("mysql://u:p@localhost/db")
             .await
             .err()
             .unwrap();
-        assert!(e.to_string().contains("postgres"));
+        assert!(e.to_string().contains("mysql"), "{e}");
+        assert!(e.to_string().contains("postgres://"), "{e}");
     }
 }

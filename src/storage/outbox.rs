@@ -8,11 +8,11 @@
 use std::fmt;
 
 use futures_util::FutureExt;
+use sqlx::AnyConnection;
 use sqlx::Row;
-use sqlx::sqlite::SqliteConnection;
 
 use super::executor::Op;
-use super::{Storage, StorageError, calls, now_ms};
+use super::{Backend, Storage, StorageError, calls, now_ms};
 
 /// Where an outbox entry stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,7 @@ macro_rules! entry_columns {
 
 pub(super) use entry_columns;
 
-pub(super) fn entry(r: &sqlx::sqlite::SqliteRow) -> OutboxEntry {
+pub(super) fn entry(r: &sqlx::any::AnyRow) -> OutboxEntry {
     OutboxEntry {
         id: r.get(0),
         call_id: r.get(1),
@@ -148,9 +148,10 @@ impl Storage {
         limit: i64,
         until: i64,
     ) -> Result<Vec<OutboxEntry>, StorageError> {
+        let backend = self.backend;
         self.exec
             .run(Op::one("lease_due"), move |c| {
-                lease(c, now, limit, until).boxed()
+                lease(c, backend, now, limit, until).boxed()
             })
             .await
     }
@@ -312,7 +313,7 @@ impl Storage {
 /// Records a dialer call and its webhook, unless this conversation (its call id or its
 /// customer's leg) already has one. Its other legs are linked to it even when they belonged
 /// to an earlier call: an operator's leg that outlives a customer serves the next one.
-async fn report_dialer(c: &mut SqliteConnection, r: DialerReport) -> Result<Reported, sqlx::Error> {
+async fn report_dialer(c: &mut AnyConnection, r: DialerReport) -> Result<Reported, sqlx::Error> {
     let mut legs: Vec<&str> = r.legs.iter().map(String::as_str).collect();
     for must in [r.call_id.as_str(), r.customer_leg.as_str()] {
         if !legs.contains(&must) {
@@ -359,29 +360,39 @@ async fn report_dialer(c: &mut SqliteConnection, r: DialerReport) -> Result<Repo
 }
 
 /// Hands out up to `limit` due entries, oldest due first, under one new lease, due again at
-/// `until`: one statement (`UPDATE ... RETURNING`, SQLite and PostgreSQL alike), so it needs
-/// no savepoint and costs one round trip whatever the count. The entries come back as
-/// updated (their `next_attempt_at` is `until`), in id order.
+/// `until`: one statement (`UPDATE ... RETURNING`), so it costs one round trip whatever the
+/// count. On PostgreSQL the candidates are locked with `SKIP LOCKED`: a replica leasing at the
+/// same moment takes other entries instead of waiting for these, and after this commit none
+/// of them is due for anyone before `until`. The entries come back as updated (their
+/// `next_attempt_at` is `until`), in id order.
+macro_rules! lease_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE outbox SET next_attempt_at = $3, lease = $4
+              WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1
+                            ORDER BY next_attempt_at, id LIMIT $2 ",
+            $lock,
+            ") RETURNING ",
+            entry_columns!()
+        )
+    };
+}
+
 async fn lease(
-    c: &mut SqliteConnection,
+    c: &mut AnyConnection,
+    backend: Backend,
     now: i64,
     limit: i64,
     until: i64,
 ) -> Result<Vec<OutboxEntry>, sqlx::Error> {
     let lease = fastrand::i64(1..i64::MAX);
-    let rows = sqlx::query(concat!(
-        "UPDATE outbox SET next_attempt_at = $3, lease = $4
-          WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1
-                        ORDER BY next_attempt_at, id LIMIT $2)
-          RETURNING ",
-        entry_columns!()
-    ))
-    .bind(now)
-    .bind(limit)
-    .bind(until)
-    .bind(lease)
-    .fetch_all(&mut *c)
-    .await?;
+    let rows = sqlx::query(backend.pick(lease_sql!(""), lease_sql!("FOR UPDATE SKIP LOCKED")))
+        .bind(now)
+        .bind(limit)
+        .bind(until)
+        .bind(lease)
+        .fetch_all(&mut *c)
+        .await?;
     let mut entries: Vec<OutboxEntry> = rows.iter().map(entry).collect();
     entries.sort_by_key(|e| e.id);
     Ok(entries)
@@ -391,11 +402,6 @@ async fn lease(
 mod tests {
     use super::*;
     use crate::storage::CallKind;
-
-    async fn temp() -> (tempfile::TempDir, Storage) {
-        let (dir, s, _) = crate::storage::test_storage().await;
-        (dir, s)
-    }
 
     fn report(call_id: &str, legs: &[&str]) -> DialerReport {
         DialerReport {
@@ -412,130 +418,133 @@ mod tests {
 
     #[tokio::test]
     async fn one_webhook_per_call_whichever_leg_reports_it() {
-        let (_d, s) = temp().await;
-        let first = s
-            .report_dialer_call(report("a", &["a", "b"]))
-            .await
-            .unwrap();
-        let Reported::Enqueued { call_id, outbox_id } = first else {
-            panic!("{first:?}")
-        };
-        assert_eq!(call_id, "a");
-        // The other path saw the same call from the operator's leg, with another id.
-        let again = s
-            .report_dialer_call(report("b", &["b", "c"]))
-            .await
-            .unwrap();
-        assert_eq!(
-            again,
-            Reported::Duplicate {
-                call_id: "a".into()
+        for (_d, s, _) in crate::storage::test_backends().await {
+            let first = s
+                .report_dialer_call(report("a", &["a", "b"]))
+                .await
+                .unwrap();
+            let Reported::Enqueued { call_id, outbox_id } = first else {
+                panic!("{first:?}")
+            };
+            assert_eq!(call_id, "a");
+            // The other path saw the same call from the operator's leg, with another id.
+            let again = s
+                .report_dialer_call(report("b", &["b", "c"]))
+                .await
+                .unwrap();
+            assert_eq!(
+                again,
+                Reported::Duplicate {
+                    call_id: "a".into()
+                }
+            );
+            // Every leg finds the call.
+            for leg in ["a", "b", "c"] {
+                let c = s.find_call(leg).await.unwrap().unwrap();
+                assert_eq!((c.id.as_str(), c.kind), ("a", CallKind::Dialer));
+                assert_eq!(c.crm_id.as_deref(), Some("CRM-1"));
             }
-        );
-        // Every leg finds the call.
-        for leg in ["a", "b", "c"] {
-            let c = s.find_call(leg).await.unwrap().unwrap();
-            assert_eq!((c.id.as_str(), c.kind), ("a", CallKind::Dialer));
-            assert_eq!(c.crm_id.as_deref(), Some("CRM-1"));
+            let e = s.outbox_for_call("a").await.unwrap().unwrap();
+            assert_eq!((e.id, e.url.as_str()), (outbox_id, "http://finaz/x?cid=a"));
+            assert_eq!(s.count_outbox(OutboxState::Pending).await.unwrap(), 1);
         }
-        let e = s.outbox_for_call("a").await.unwrap().unwrap();
-        assert_eq!((e.id, e.url.as_str()), (outbox_id, "http://finaz/x?cid=a"));
-        assert_eq!(s.count_outbox(OutboxState::Pending).await.unwrap(), 1);
     }
 
     #[tokio::test]
     async fn leases_retries_delivery_and_dead_letters() {
-        let (_d, s) = temp().await;
-        s.report_dialer_call(report("a", &["a"])).await.unwrap();
-        s.report_dialer_call(report("z", &["z"])).await.unwrap();
-        let now = now_ms();
-        let leased = s.lease_due(now, 1, now + 15_000).await.unwrap();
-        assert_eq!(leased.len(), 1);
-        // Leased: not due again until the lease ends.
-        let other = s.lease_due(now, 10, now + 15_000).await.unwrap();
-        assert_eq!(other.len(), 1);
-        assert_ne!(other[0].id, leased[0].id);
-        assert!(s.lease_due(now, 10, now + 15_000).await.unwrap().is_empty());
-        assert_eq!(s.next_due().await.unwrap(), Some(now + 15_000));
-        let again = s.lease_due(now + 15_000, 10, now + 30_000).await.unwrap();
-        assert_eq!(again.len(), 2);
-        let lease_of = |id: i64| again.iter().find(|e| e.id == id).unwrap().lease.unwrap();
+        for (_d, s, _) in crate::storage::test_backends().await {
+            s.report_dialer_call(report("a", &["a"])).await.unwrap();
+            s.report_dialer_call(report("z", &["z"])).await.unwrap();
+            let now = now_ms();
+            let leased = s.lease_due(now, 1, now + 15_000).await.unwrap();
+            assert_eq!(leased.len(), 1);
+            // Leased: not due again until the lease ends.
+            let other = s.lease_due(now, 10, now + 15_000).await.unwrap();
+            assert_eq!(other.len(), 1);
+            assert_ne!(other[0].id, leased[0].id);
+            assert!(s.lease_due(now, 10, now + 15_000).await.unwrap().is_empty());
+            assert_eq!(s.next_due().await.unwrap(), Some(now + 15_000));
+            let again = s.lease_due(now + 15_000, 10, now + 30_000).await.unwrap();
+            assert_eq!(again.len(), 2);
+            let lease_of = |id: i64| again.iter().find(|e| e.id == id).unwrap().lease.unwrap();
 
-        let (a, z) = (leased[0].id, other[0].id);
-        s.mark_failed(a, lease_of(a), "HTTP 503", now + 500, false)
+            let (a, z) = (leased[0].id, other[0].id);
+            s.mark_failed(a, lease_of(a), "HTTP 503", now + 500, false)
+                .await
+                .unwrap();
+            s.mark_failed(z, lease_of(z), "HTTP 500", now, true)
+                .await
+                .unwrap();
+            let dead = s.list_outbox(OutboxState::Dead, 10).await.unwrap();
+            assert_eq!(dead.len(), 1);
+            assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
+            assert_eq!(dead[0].attempts, 1);
+            let due = s.lease_due(now + 500, 10, now + 20_000).await.unwrap();
+            assert_eq!(due.len(), 1);
+            assert_eq!(due[0].attempts, 1);
+            s.mark_delivered(a).await.unwrap();
+            assert_eq!(s.count_outbox(OutboxState::Delivered).await.unwrap(), 1);
+            assert_eq!(s.count_outbox(OutboxState::Pending).await.unwrap(), 0);
+
+            assert_eq!(s.retry_dead(RetryTarget::AllDead, 60_000).await.unwrap(), 1);
+            let revived = s.outbox_for_call("z").await.unwrap().unwrap();
+            assert_eq!(revived.state, OutboxState::Pending);
+            assert!(revived.give_up_at.unwrap() > now_ms());
+            assert_eq!(
+                s.retry_dead(RetryTarget::One(revived.id), 1).await.unwrap(),
+                0
+            );
+            // A restart makes every pending entry due at once.
+            let leased = s.lease_due(now_ms(), 10, now_ms() + 1_000).await.unwrap();
+            s.mark_failed(
+                revived.id,
+                leased[0].lease.unwrap(),
+                "HTTP 502",
+                now_ms() + 3_600_000,
+                false,
+            )
             .await
             .unwrap();
-        s.mark_failed(z, lease_of(z), "HTTP 500", now, true)
-            .await
-            .unwrap();
-        let dead = s.list_outbox(OutboxState::Dead, 10).await.unwrap();
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
-        assert_eq!(dead[0].attempts, 1);
-        let due = s.lease_due(now + 500, 10, now + 20_000).await.unwrap();
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].attempts, 1);
-        s.mark_delivered(a).await.unwrap();
-        assert_eq!(s.count_outbox(OutboxState::Delivered).await.unwrap(), 1);
-        assert_eq!(s.count_outbox(OutboxState::Pending).await.unwrap(), 0);
-
-        assert_eq!(s.retry_dead(RetryTarget::AllDead, 60_000).await.unwrap(), 1);
-        let revived = s.outbox_for_call("z").await.unwrap().unwrap();
-        assert_eq!(revived.state, OutboxState::Pending);
-        assert!(revived.give_up_at.unwrap() > now_ms());
-        assert_eq!(
-            s.retry_dead(RetryTarget::One(revived.id), 1).await.unwrap(),
-            0
-        );
-        // A restart makes every pending entry due at once.
-        let leased = s.lease_due(now_ms(), 10, now_ms() + 1_000).await.unwrap();
-        s.mark_failed(
-            revived.id,
-            leased[0].lease.unwrap(),
-            "HTTP 502",
-            now_ms() + 3_600_000,
-            false,
-        )
-        .await
-        .unwrap();
-        assert_eq!(s.retry_pending_now().await.unwrap(), 1);
-        assert!(s.next_due().await.unwrap().unwrap() <= now_ms());
+            assert_eq!(s.retry_pending_now().await.unwrap(), 1);
+            assert!(s.next_due().await.unwrap().unwrap() <= now_ms());
+        }
     }
 
     /// A slow attempt outlives its lease; the entry is leased again. The old attempt's late
     /// failure must not undo what the new lease decided, and nothing undoes a delivery.
     #[tokio::test]
     async fn outbox_state_only_moves_forward() {
-        let (_d, s) = temp().await;
-        s.report_dialer_call(report("m", &["m"])).await.unwrap();
-        let now = now_ms();
-        let first = s.lease_due(now, 1, now + 1_000).await.unwrap().remove(0);
-        let second = s
-            .lease_due(now + 1_000, 1, now + 2_000)
-            .await
-            .unwrap()
-            .remove(0);
-        assert_ne!(first.lease, second.lease);
-        // The expired lease's failure is not applied: no attempt counted, no new time.
-        s.mark_failed(
-            first.id,
-            first.lease.unwrap(),
-            "HTTP 500",
-            now + 60_000,
-            true,
-        )
-        .await
-        .unwrap();
-        let e = s.outbox_for_call("m").await.unwrap().unwrap();
-        assert_eq!((e.state, e.attempts), (OutboxState::Pending, 0));
-        s.mark_delivered(second.id).await.unwrap();
-        // Late results after the delivery change nothing.
-        s.mark_failed(second.id, second.lease.unwrap(), "HTTP 503", now, false)
+        for (_d, s, _) in crate::storage::test_backends().await {
+            s.report_dialer_call(report("m", &["m"])).await.unwrap();
+            let now = now_ms();
+            let first = s.lease_due(now, 1, now + 1_000).await.unwrap().remove(0);
+            let second = s
+                .lease_due(now + 1_000, 1, now + 2_000)
+                .await
+                .unwrap()
+                .remove(0);
+            assert_ne!(first.lease, second.lease);
+            // The expired lease's failure is not applied: no attempt counted, no new time.
+            s.mark_failed(
+                first.id,
+                first.lease.unwrap(),
+                "HTTP 500",
+                now + 60_000,
+                true,
+            )
             .await
             .unwrap();
-        s.mark_delivered(first.id).await.unwrap();
-        let e = s.outbox_for_call("m").await.unwrap().unwrap();
-        assert_eq!((e.state, e.attempts), (OutboxState::Delivered, 1));
-        assert_eq!(e.last_error, None);
+            let e = s.outbox_for_call("m").await.unwrap().unwrap();
+            assert_eq!((e.state, e.attempts), (OutboxState::Pending, 0));
+            s.mark_delivered(second.id).await.unwrap();
+            // Late results after the delivery change nothing.
+            s.mark_failed(second.id, second.lease.unwrap(), "HTTP 503", now, false)
+                .await
+                .unwrap();
+            s.mark_delivered(first.id).await.unwrap();
+            let e = s.outbox_for_call("m").await.unwrap().unwrap();
+            assert_eq!((e.state, e.attempts), (OutboxState::Delivered, 1));
+            assert_eq!(e.last_error, None);
+        }
     }
 }

@@ -2,8 +2,8 @@
 //! and which legs a bridge joined to a known call.
 
 use futures_util::FutureExt;
+use sqlx::AnyConnection;
 use sqlx::Row;
-use sqlx::sqlite::SqliteConnection;
 
 use super::executor::Op;
 use super::{Storage, StorageError, calls, now_ms};
@@ -197,7 +197,7 @@ impl Storage {
                 UNION ALL
                 SELECT id, 1 FROM calls WHERE ended_at IS NULL
                     AND ((kind = 'dialer' AND state = 'answered') OR created_at < $1)
-             ) WHERE leg > $2 GROUP BY leg ORDER BY leg LIMIT $3",
+             ) AS open WHERE leg > $2 GROUP BY leg ORDER BY leg LIMIT $3",
         )
         .bind(orphaned_before)
         .bind(after_leg)
@@ -224,7 +224,7 @@ impl Storage {
 }
 
 /// One event's statements, in one operation.
-async fn apply(c: &mut SqliteConnection, e: RecordingEvent, at: i64) -> Result<(), sqlx::Error> {
+async fn apply(c: &mut AnyConnection, e: RecordingEvent, at: i64) -> Result<(), sqlx::Error> {
     match e {
         RecordingEvent::Started { leg, path } => {
             sqlx::query(
@@ -294,50 +294,51 @@ mod tests {
 
     #[tokio::test]
     async fn recordings_follow_their_legs_and_bridges() {
-        let (_dir, s, _) = crate::storage::test_storage().await;
-        s.insert_call(NewCall {
-            id: "op",
-            kind: CallKind::Click2Call,
-            ramal: Some("1001"),
-            telefone: Some("41988445566"),
-            crm_id: None,
-            state: CallState::Answered,
-            recording_path: None,
-        })
-        .await
-        .unwrap();
-        // The customer's leg records; a bridge ties it to the call.
-        s.recording_started("cust", "/r/cust.wav").await.unwrap();
-        assert!(s.recordings_for_call("op").await.unwrap().is_empty());
-        s.link_bridge("cust", "op").await.unwrap();
-        let r = s.recordings_for_call("op").await.unwrap();
-        assert_eq!((r.len(), r[0].state), (1, RecordingState::Recording));
-        // Any leg finds the call; unknown pairs link nothing.
-        assert_eq!(s.find_call("cust").await.unwrap().unwrap().id, "op");
-        s.link_bridge("x", "y").await.unwrap();
-        assert!(s.find_call("x").await.unwrap().is_none());
-        s.recording_stopped("cust", "/r/cust.wav", Some("success-silence"), false)
+        for (_dir, s, _) in crate::storage::test_backends().await {
+            s.insert_call(NewCall {
+                id: "op",
+                kind: CallKind::Click2Call,
+                ramal: Some("1001"),
+                telefone: Some("41988445566"),
+                crm_id: None,
+                state: CallState::Answered,
+                recording_path: None,
+            })
             .await
             .unwrap();
-        let r = s.recordings_for_call("op").await.unwrap();
-        assert_eq!(r[0].state, RecordingState::Done);
-        assert_eq!(r[0].cause.as_deref(), Some("success-silence"));
-        // A missed RECORD_STOP is closed by the hangup; a dialplan path is learnt from it.
-        s.recording_started("op", "/r/op.wav").await.unwrap();
-        s.leg_hung_up("op", Some("/r/op2.wav")).await.unwrap();
-        let r = s.recordings_for_call("op").await.unwrap();
-        assert_eq!(r.len(), 3);
-        assert!(r.iter().all(|x| x.state == RecordingState::Done), "{r:?}");
-        s.recording_stopped("op", "/r/short.wav", None, true)
-            .await
-            .unwrap();
-        assert!(
-            s.recordings_for_call("op")
+            // The customer's leg records; a bridge ties it to the call.
+            s.recording_started("cust", "/r/cust.wav").await.unwrap();
+            assert!(s.recordings_for_call("op").await.unwrap().is_empty());
+            s.link_bridge("cust", "op").await.unwrap();
+            let r = s.recordings_for_call("op").await.unwrap();
+            assert_eq!((r.len(), r[0].state), (1, RecordingState::Recording));
+            // Any leg finds the call; unknown pairs link nothing.
+            assert_eq!(s.find_call("cust").await.unwrap().unwrap().id, "op");
+            s.link_bridge("x", "y").await.unwrap();
+            assert!(s.find_call("x").await.unwrap().is_none());
+            s.recording_stopped("cust", "/r/cust.wav", Some("success-silence"), false)
                 .await
-                .unwrap()
-                .iter()
-                .any(|x| x.state == RecordingState::Discarded)
-        );
-        assert_eq!(s.legs_of("op").await.unwrap(), ["op", "cust"]);
+                .unwrap();
+            let r = s.recordings_for_call("op").await.unwrap();
+            assert_eq!(r[0].state, RecordingState::Done);
+            assert_eq!(r[0].cause.as_deref(), Some("success-silence"));
+            // A missed RECORD_STOP is closed by the hangup; a dialplan path is learnt from it.
+            s.recording_started("op", "/r/op.wav").await.unwrap();
+            s.leg_hung_up("op", Some("/r/op2.wav")).await.unwrap();
+            let r = s.recordings_for_call("op").await.unwrap();
+            assert_eq!(r.len(), 3);
+            assert!(r.iter().all(|x| x.state == RecordingState::Done), "{r:?}");
+            s.recording_stopped("op", "/r/short.wav", None, true)
+                .await
+                .unwrap();
+            assert!(
+                s.recordings_for_call("op")
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|x| x.state == RecordingState::Discarded)
+            );
+            assert_eq!(s.legs_of("op").await.unwrap(), ["op", "cust"]);
+        }
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::executor::Op;
@@ -69,7 +69,7 @@ impl Storage {
 /// Finished webhooks; calls that ended and have no webhook left to send, with their legs;
 /// recording rows no longer being written. Same ORDER BY and LIMIT, so legs and calls go
 /// together.
-async fn prune(c: &mut SqliteConnection, cutoff: i64, limit: i64) -> Result<u64, sqlx::Error> {
+async fn prune(c: &mut AnyConnection, cutoff: i64, limit: i64) -> Result<u64, sqlx::Error> {
     let mut deleted = 0;
     for sql in [
         "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
@@ -83,7 +83,7 @@ async fn prune(c: &mut SqliteConnection, cutoff: i64, limit: i64) -> Result<u64,
             WHERE created_at < $1 AND ended_at IS NOT NULL
               AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.call_id = calls.id)
             ORDER BY created_at, id LIMIT $2)",
-        "DELETE FROM recordings WHERE rowid IN (SELECT rowid FROM recordings
+        "DELETE FROM recordings WHERE (leg_id, path) IN (SELECT leg_id, path FROM recordings
             WHERE started_at < $1 AND state <> 'recording'
             ORDER BY started_at LIMIT $2)",
     ] {
@@ -100,74 +100,75 @@ async fn prune(c: &mut SqliteConnection, cutoff: i64, limit: i64) -> Result<u64,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{CallKind, CallState, DialerReport, NewCall, test_storage as temp};
+    use crate::storage::{CallKind, CallState, DialerReport, NewCall};
 
     /// Retention deletes what is finished and old, and nothing that is still going on:
     /// an ended call with no webhook left, a delivered or dead webhook, a closed recording.
     #[tokio::test]
     async fn retention_prunes_only_finished_rows() {
-        let (_d, s, _) = temp().await;
-        let call = |id: &'static str| NewCall {
-            id,
-            kind: CallKind::Click2Call,
-            ramal: Some("1001"),
-            telefone: Some("41988445566"),
-            crm_id: None,
-            state: CallState::Ringing,
-            recording_path: None,
-        };
-        s.insert_call(call("ended")).await.unwrap();
-        s.set_call_state("ended", CallState::Ended, Some("NORMAL_CLEARING"))
-            .await
-            .unwrap();
-        s.insert_call(call("up")).await.unwrap();
-        s.recording_started("ended", "/rec/ended.wav")
-            .await
-            .unwrap();
-        s.leg_hung_up("ended", None).await.unwrap();
-        s.recording_started("up", "/rec/up.wav").await.unwrap();
-        // A dialer call whose webhook is still pending, and one delivered.
-        let report = |id: &str| DialerReport {
-            call_id: id.into(),
-            customer_leg: id.into(),
-            crm_id: "1".into(),
-            telefone: None,
-            ramal: None,
-            legs: vec![id.into()],
-            give_up_at: now_ms() + 60_000,
-            url: format!("http://finaz/x?cid={id}"),
-        };
-        s.report_dialer_call(report("pending")).await.unwrap();
-        s.report_dialer_call(report("sent")).await.unwrap();
-        let leased = s.lease_due(now_ms(), 10, now_ms() + 1_000).await.unwrap();
-        let sent = leased.iter().find(|e| e.call_id == "sent").unwrap();
-        s.mark_delivered(sent.id).await.unwrap();
-        s.leg_hung_up("sent", None).await.unwrap();
-        s.leg_hung_up("pending", None).await.unwrap();
+        for (_d, s, _) in crate::storage::test_backends().await {
+            let call = |id: &'static str| NewCall {
+                id,
+                kind: CallKind::Click2Call,
+                ramal: Some("1001"),
+                telefone: Some("41988445566"),
+                crm_id: None,
+                state: CallState::Ringing,
+                recording_path: None,
+            };
+            s.insert_call(call("ended")).await.unwrap();
+            s.set_call_state("ended", CallState::Ended, Some("NORMAL_CLEARING"))
+                .await
+                .unwrap();
+            s.insert_call(call("up")).await.unwrap();
+            s.recording_started("ended", "/rec/ended.wav")
+                .await
+                .unwrap();
+            s.leg_hung_up("ended", None).await.unwrap();
+            s.recording_started("up", "/rec/up.wav").await.unwrap();
+            // A dialer call whose webhook is still pending, and one delivered.
+            let report = |id: &str| DialerReport {
+                call_id: id.into(),
+                customer_leg: id.into(),
+                crm_id: "1".into(),
+                telefone: None,
+                ramal: None,
+                legs: vec![id.into()],
+                give_up_at: now_ms() + 60_000,
+                url: format!("http://finaz/x?cid={id}"),
+            };
+            s.report_dialer_call(report("pending")).await.unwrap();
+            s.report_dialer_call(report("sent")).await.unwrap();
+            let leased = s.lease_due(now_ms(), 10, now_ms() + 1_000).await.unwrap();
+            let sent = leased.iter().find(|e| e.call_id == "sent").unwrap();
+            s.mark_delivered(sent.id).await.unwrap();
+            s.leg_hung_up("sent", None).await.unwrap();
+            s.leg_hung_up("pending", None).await.unwrap();
 
-        let later = now_ms() + 3_600_000;
-        let stop = tokio_util::sync::CancellationToken::new();
-        // Nothing is older than a cutoff in the past.
-        assert_eq!(pass(&s, now_ms() - 3_600_000, &stop).await.unwrap(), 0);
-        let gone = pass(&s, later, &stop).await.unwrap();
-        assert!(gone >= 4, "{gone}");
-        assert!(s.find_call("ended").await.unwrap().is_none());
-        assert!(s.find_call("sent").await.unwrap().is_none());
-        assert!(s.outbox_for_call("sent").await.unwrap().is_none());
-        assert!(
-            s.find_call("up").await.unwrap().is_some(),
-            "a call still up is kept"
-        );
-        assert!(
-            s.find_call("pending").await.unwrap().is_some(),
-            "its webhook is still due"
-        );
-        assert!(s.outbox_for_call("pending").await.unwrap().is_some());
-        assert!(s.recordings_for_call("ended").await.unwrap().is_empty());
-        assert_eq!(
-            s.recordings_for_call("up").await.unwrap().len(),
-            1,
-            "still recording"
-        );
+            let later = now_ms() + 3_600_000;
+            let stop = tokio_util::sync::CancellationToken::new();
+            // Nothing is older than a cutoff in the past.
+            assert_eq!(pass(&s, now_ms() - 3_600_000, &stop).await.unwrap(), 0);
+            let gone = pass(&s, later, &stop).await.unwrap();
+            assert!(gone >= 4, "{gone}");
+            assert!(s.find_call("ended").await.unwrap().is_none());
+            assert!(s.find_call("sent").await.unwrap().is_none());
+            assert!(s.outbox_for_call("sent").await.unwrap().is_none());
+            assert!(
+                s.find_call("up").await.unwrap().is_some(),
+                "a call still up is kept"
+            );
+            assert!(
+                s.find_call("pending").await.unwrap().is_some(),
+                "its webhook is still due"
+            );
+            assert!(s.outbox_for_call("pending").await.unwrap().is_some());
+            assert!(s.recordings_for_call("ended").await.unwrap().is_empty());
+            assert_eq!(
+                s.recordings_for_call("up").await.unwrap().len(),
+                1,
+                "still recording"
+            );
+        }
     }
 }
