@@ -28,7 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 const POSTGRES_SPELLING: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_init.sql"))];
 
 /// Any number, the same in every replica: the advisory lock of the migration run.
-const MIGRATION_LOCK: i64 = 0x66696e617a_01;
+const MIGRATION_LOCK: i64 = 0x6669_6e61_7a01;
 
 fn text_for(backend: Backend, version: i64, sql: &'static str) -> &'static str {
     match backend {
