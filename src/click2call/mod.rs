@@ -5,10 +5,13 @@
 //! `bgapi originate`, then follows the call's events (routed here by channel uuid from one
 //! event subscription) and the job's result until the call ends, writing each step to
 //! storage. What each of those means for the call is decided without I/O in `step.rs`.
+//! A repeated click joins the first attempt: in this process through `dedupe.rs`, across
+//! replicas and restarts through the database's claims (`claim.rs`).
 //! The HTTP side only waits on the call's outcome, so a client that hangs up early never
 //! cancels a call half-placed. Nothing here touches wire bytes: commands are built by
 //! [`OriginatePlan`] and carried by the ESL [`Client`].
 
+mod claim;
 pub mod dedupe;
 mod step;
 mod task;
@@ -24,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::originate::OriginatePlan;
 use crate::domain::values::{CallId, IdempotencyKey, Ramal, Telefone};
 use crate::esl::{Client, Event};
-use crate::storage::Storage;
+use crate::storage::{Claimed, Storage};
 use dedupe::{Claim, Dedupe, Outcome};
 use step::Input;
 
@@ -181,15 +184,48 @@ impl Click2Call {
             }),
             Claim::New(tx) => {
                 let rx = tx.subscribe();
-                if !self.inner.esl.is_connected() {
-                    let _ = tx.send(Some(Err(Click2CallError::NotConnected)));
-                } else {
-                    tokio::spawn(task::run(self.inner.clone(), req, tx));
-                }
-                wait_outcome(rx).await.map(|placed| Answer {
-                    placed,
-                    duplicate: false,
-                })
+                let (joined_tx, joined) = tokio::sync::oneshot::channel();
+                // Spawned: a client that hangs up while the claim is written cancels nothing.
+                tokio::spawn(start(self.inner.clone(), req, tx, joined_tx));
+                let placed = wait_outcome(rx).await;
+                let duplicate = joined.await.unwrap_or(false);
+                placed.map(|placed| Answer { placed, duplicate })
+            }
+        }
+    }
+}
+
+/// Claims a new attempt in storage, then places it, or follows the attempt of another
+/// replica that holds the claim; says into `joined` which it was.
+async fn start(
+    inner: Arc<Inner>,
+    req: Request,
+    tx: watch::Sender<Outcome>,
+    joined: tokio::sync::oneshot::Sender<bool>,
+) {
+    let s = &inner.settings;
+    let request = claim::request(&req, s.double_click_window, s.idempotency_window);
+    match claim::claim(&inner.storage, request).await {
+        Err(e) => {
+            let _ = joined.send(false);
+            let _ = tx.send(Some(Err(e)));
+        }
+        Ok(Claimed::KeyReused) => {
+            let _ = joined.send(false);
+            let _ = tx.send(Some(Err(Click2CallError::KeyReused)));
+        }
+        Ok(Claimed::Join { owner }) => {
+            let _ = joined.send(true);
+            let patience = s.response_timeout + Duration::from_secs(1);
+            let _ = tx.send(claim::follow(&inner.storage, owner, patience).await);
+        }
+        Ok(Claimed::Own { owner }) => {
+            let _ = joined.send(false);
+            tokio::spawn(claim::settle(inner.storage.clone(), owner, tx.subscribe()));
+            if !inner.esl.is_connected() {
+                let _ = tx.send(Some(Err(Click2CallError::NotConnected)));
+            } else {
+                task::run(inner.clone(), req, tx).await;
             }
         }
     }

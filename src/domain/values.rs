@@ -84,6 +84,10 @@ impl IdempotencyKey {
         (!v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .then(|| IdempotencyKey(v.to_string()))
     }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A call id we hand out: a lowercase hyphenated UUID, nothing else.

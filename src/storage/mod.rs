@@ -36,7 +36,7 @@ pub(crate) use testing::test_backends;
 
 pub use browse::{CallFilter, CallSummary};
 pub use calls::{CallKind, CallRecord, CallState, NewCall};
-pub use claims::{ClaimOutcome, Claimed};
+pub use claims::{ClaimOutcome, ClaimRequest, Claimed};
 pub use outbox::{DialerReport, OutboxEntry, OutboxState, Reported, RetryTarget};
 pub use recordings::{RecordingEvent, RecordingRow, RecordingState};
 

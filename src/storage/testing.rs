@@ -27,9 +27,9 @@ impl Drop for Guard {
                     use sqlx::{Connection, Executor};
                     if let Ok(mut c) = sqlx::AnyConnection::connect(&admin).await {
                         let _ = c
-                            .execute(
-                                sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")),
-                            )
+                            .execute(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
                             .await;
                     }
                 });
