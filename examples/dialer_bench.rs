@@ -137,6 +137,7 @@ async fn main() {
                     telefone: Some("41988445566".into()),
                     ramal: Some("1001".into()),
                     url: template.render(&format!("CRM-{i}"), "41988445566", &call, "1001", ""),
+                    node: None,
                     legs: vec![call],
                     give_up_at: now_ms() + 86_400_000,
                 })

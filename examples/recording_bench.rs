@@ -86,6 +86,7 @@ async fn main() {
             crm_id: None,
             state: CallState::Ended,
             recording_path: wav.to_str(),
+            node: None,
         })
         .await
         .unwrap();

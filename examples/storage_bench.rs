@@ -59,5 +59,6 @@ fn make(call: String) -> DialerReport {
         legs: vec![call.clone()],
         give_up_at: now_ms() + 86_400_000,
         url: format!("http://finaz/x?cid={call}"),
+        node: None,
     }
 }

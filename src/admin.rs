@@ -18,6 +18,7 @@ use crate::console::{self, Console, access::Access};
 use crate::esl::{Client, ConnectionState};
 use crate::http::reply::{self, ApiError, Format};
 use crate::metrics::{self, Registry};
+use crate::nodes::Nodes;
 use crate::outbox::Outbox;
 use crate::sandbox::{DialerCall, Simulator};
 use crate::storage::Storage;
@@ -25,7 +26,7 @@ use crate::storage::Storage;
 /// What the admin endpoints look at.
 #[derive(Clone)]
 pub struct AdminState {
-    pub esl: Client,
+    pub nodes: Nodes,
     pub storage: Storage,
     pub outbox: Outbox,
     /// Sandbox mode: the simulator and our outbound socket server it connects to.
@@ -87,8 +88,28 @@ async fn not_ready_for_console(state: &AdminState) -> Option<String> {
 /// How long the console reuses a storage check.
 const STORAGE_VERDICT_FOR: Duration = Duration::from_secs(5);
 
+/// Why the event sockets are not ready: every node down (with one node, its reason as
+/// before). A node down while another is up leaves the service ready (only that node's
+/// extensions are refused); `/readyz` lists each node either way.
 fn socket_not_ready(state: &AdminState) -> Option<String> {
-    match state.esl.state() {
+    let down: Vec<String> = state
+        .nodes
+        .all()
+        .iter()
+        .filter_map(|n| node_not_ready(&n.esl).map(|why| (n, why)))
+        .map(|(n, why)| {
+            if state.nodes.is_single() {
+                why
+            } else {
+                format!("node {}: {why}", n.name)
+            }
+        })
+        .collect();
+    (down.len() == state.nodes.all().len()).then(|| down.join("; "))
+}
+
+fn node_not_ready(esl: &Client) -> Option<String> {
+    match esl.state() {
         ConnectionState::Connected => None,
         ConnectionState::Disconnected { reason } => {
             Some(format!("event socket not connected: {reason}"))

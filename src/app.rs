@@ -16,41 +16,12 @@ use crate::admission::{Admission, Rules};
 use crate::click2call::{self, Click2Call};
 use crate::config::{self, Config, DialerTrigger};
 use crate::dialer::{self, Reporter};
-use crate::esl::{Client, ClientConfig, Subscription};
+use crate::esl::Client;
 use crate::http::{self, Ctx, stats::HttpStats};
+use crate::nodes::{Nodes, esl_config};
 use crate::outbox::{self, Outbox};
 use crate::recordings::{self, Recordings};
 use crate::storage::Storage;
-
-/// Event types the service needs from FreeSWITCH (BACKGROUND_JOB is added by the client).
-const EVENTS: &[&str] = &[
-    "CHANNEL_CREATE",
-    "CHANNEL_UUID",
-    "CHANNEL_PROGRESS",
-    "CHANNEL_PROGRESS_MEDIA",
-    "CHANNEL_ANSWER",
-    "CHANNEL_BRIDGE",
-    "CHANNEL_HANGUP_COMPLETE",
-    "RECORD_START",
-    "RECORD_STOP",
-];
-
-/// CUSTOM subclasses the service needs: mod_callcenter's `bridge-agent-start` for the dialer.
-const CUSTOM_SUBCLASSES: &[&str] = &["callcenter::info"];
-
-/// Everything the service's event socket connection subscribes to, `BACKGROUND_JOB` included
-/// (click2call's originate results come with it).
-pub fn subscription() -> Subscription {
-    CUSTOM_SUBCLASSES
-        .iter()
-        .fold(
-            Subscription::new()
-                .events(EVENTS)
-                .expect("valid event names"),
-            |s, c| s.custom(c).expect("valid subclass"),
-        )
-        .with_background_job()
-}
 
 /// Connections the kernel queues for a listener before we accept them. The default (128)
 /// overflows when a burst of answered dialer calls connects at once: the overflow waits for
@@ -73,17 +44,6 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Finaz). Idempotent; call before building any HTTP client.
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// The inbound event socket client's settings.
-fn esl_config(fs: &config::FreeswitchConfig) -> ClientConfig {
-    let mut c = ClientConfig::new(fs.address.clone(), fs.password.expose());
-    c.subscription = subscription();
-    c.connect_timeout = fs.connect_timeout;
-    c.request_timeout = fs.request_timeout;
-    c.backoff_max = fs.reconnect_max_backoff;
-    c.liveness_timeout = fs.liveness_timeout;
-    c
 }
 
 /// The connection rules of the three listeners.
@@ -154,7 +114,9 @@ pub struct Service {
     pub click2call: Click2Call,
     pub outbox: Outbox,
     pub reporter: Reporter,
+    /// The first node's event socket client.
     pub esl: Client,
+    pub nodes: Nodes,
     pub storage: Storage,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
@@ -215,14 +177,23 @@ impl Service {
             .context("building the HTTP client for Finaz")?;
 
         let fs = &config.freeswitch;
-        let (esl, esl_task) = Client::spawn(esl_config(fs), shutdown.child_token());
+        let several = config.nodes.len() > 1;
+        let (nodes, node_tasks) = Nodes::spawn(
+            &config.nodes,
+            config.recordings.dir(),
+            |n| esl_config(fs, n, several),
+            &shutdown,
+        );
+        let esl = nodes.first().esl.clone();
 
         let mut tasks = JoinSet::new();
-        tasks.spawn(async move {
-            let _ = esl_task.await;
-        });
+        for t in node_tasks {
+            tasks.spawn(async move {
+                let _ = t.await;
+            });
+        }
         let (click2call, router) = Click2Call::start(
-            esl.clone(),
+            nodes.clone(),
             storage.clone(),
             click2call::Settings {
                 plan,
@@ -267,17 +238,21 @@ impl Service {
                 listener,
                 reporter.clone(),
                 vars.clone(),
+                nodes.clone(),
                 admissions.dialer.clone(),
                 shutdown.child_token(),
             ));
         }
         if use_events {
-            tasks.spawn(dialer::events::watch(
-                esl.clone(),
-                reporter.clone(),
-                vars,
-                shutdown.child_token(),
-            ));
+            for node in nodes.all() {
+                tasks.spawn(dialer::events::watch(
+                    node.esl.clone(),
+                    node.name.clone(),
+                    reporter.clone(),
+                    vars.clone(),
+                    shutdown.child_token(),
+                ));
+            }
         }
         if let Some(keep) = config.storage_retention {
             tasks.spawn(crate::storage::retention::run(
@@ -286,22 +261,24 @@ impl Service {
                 shutdown.child_token(),
             ));
         }
-        tasks.spawn(recordings::reconcile::run(
-            esl.clone(),
-            storage.clone(),
-            crate::storage::now_ms(),
-            shutdown.child_token(),
-        ));
-        tasks.spawn(recordings::watch(
-            esl.clone(),
-            storage.clone(),
-            shutdown.child_token(),
-        ));
+        for node in nodes.all() {
+            tasks.spawn(recordings::reconcile::run(
+                node.esl.clone(),
+                storage.clone(),
+                crate::storage::now_ms(),
+                shutdown.child_token(),
+            ));
+            tasks.spawn(recordings::watch(
+                node.esl.clone(),
+                storage.clone(),
+                shutdown.child_token(),
+            ));
+        }
         let http_stats = Arc::new(HttpStats::default());
         let ctx = Arc::new(Ctx::new(
             &config,
             click2call.clone(),
-            Recordings::new(storage.clone(), esl.clone(), &config.recordings),
+            Recordings::new(storage.clone(), nodes.clone(), &config.recordings),
             http_stats.clone(),
             options.sandbox.is_some(),
         ));
@@ -318,7 +295,13 @@ impl Service {
         ));
         let mut registry = crate::metrics::Registry::default();
         let ready = AdminState::ready_gauge(&mut registry);
-        registry.register_collector(Box::new(crate::metrics::EslMetrics(esl.clone())));
+        registry.register_collector(Box::new(crate::metrics::EslMetrics(
+            nodes
+                .all()
+                .iter()
+                .map(|n| (n.name.clone(), n.esl.clone()))
+                .collect(),
+        )));
         let http_stats_for_console = http_stats.clone();
         registry.register_collector(Box::new(http_stats));
         registry.register_collector(Box::new(reporter.stats.clone()));
@@ -330,7 +313,7 @@ impl Service {
             &config,
             crate::console::Wiring {
                 storage: storage.clone(),
-                esl: esl.clone(),
+                nodes: nodes.clone(),
                 outbox: outbox.clone(),
                 http: http_stats_for_console,
                 sandbox: options.sandbox.is_some(),
@@ -338,7 +321,7 @@ impl Service {
             shutdown.child_token(),
         );
         let routes = admin::boxed(AdminState {
-            esl: esl.clone(),
+            nodes: nodes.clone(),
             storage: storage.clone(),
             outbox: outbox.clone(),
             sandbox: options.sandbox.clone().zip(dialer_addr),
@@ -359,7 +342,8 @@ impl Service {
             },
             shutdown.child_token(),
         ));
-        tracing::info!(%http_addr, %admin_addr, dialer = ?dialer_addr, freeswitch = %fs.address, "service started");
+        let freeswitch: Vec<&str> = nodes.all().iter().map(|n| n.address.as_str()).collect();
+        tracing::info!(%http_addr, %admin_addr, dialer = ?dialer_addr, ?freeswitch, "service started");
         Ok(Service {
             http_addr,
             admin_addr,
@@ -368,6 +352,7 @@ impl Service {
             outbox,
             reporter,
             esl,
+            nodes,
             storage,
             shutdown,
             tasks,

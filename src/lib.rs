@@ -19,6 +19,7 @@ pub mod http;
 pub mod log_limit;
 pub mod logging;
 pub mod metrics;
+pub mod nodes;
 pub mod outbox;
 pub mod recordings;
 pub mod sandbox;

@@ -112,11 +112,11 @@ async fn prepare_sandbox(config: &mut config::Config) -> anyhow::Result<app::Opt
         );
     }
     let sim = sandbox::Simulator::start(
-        config.freeswitch.password.expose(),
+        config.nodes[0].password.expose(),
         config.recordings.layout.clone(),
     )
     .await?;
-    config.freeswitch.address = sim.addr().to_string();
+    config.set_single_node(sim.addr().to_string());
     tracing::warn!(
         freeswitch = %sim.addr(),
         storage = %config.storage_url,

@@ -16,8 +16,10 @@ use prometheus_client::metrics::histogram::Histogram;
 
 pub use prometheus_client::registry::Registry;
 
+use std::sync::Arc;
+
 use crate::esl::Client;
-use crate::esl::stats::LATENCY_BUCKETS;
+use crate::esl::stats::{ClientStats, LATENCY_BUCKETS};
 
 /// What `/metrics` answers with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -69,8 +71,9 @@ pub fn counter_family<'a>(
     Ok(())
 }
 
-/// The event socket client's counters, read from the library at scrape time.
-pub struct EslMetrics(pub Client);
+/// The event socket clients' counters, one series per node (label `node`), read from the
+/// library at scrape time.
+pub struct EslMetrics(pub Vec<(Arc<str>, Client)>);
 
 impl fmt::Debug for EslMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -78,76 +81,102 @@ impl fmt::Debug for EslMetrics {
     }
 }
 
+type Field = fn(&ClientStats) -> &std::sync::atomic::AtomicU64;
+
+const ESL_COUNTERS: &[(&str, &str, Field)] = &[
+    (
+        "finaz_esl_events_received",
+        "Events read from FreeSWITCH.",
+        |s| &s.events_received,
+    ),
+    (
+        "finaz_esl_events_dropped",
+        "Events a slow internal subscriber could not take.",
+        |s| &s.events_dropped,
+    ),
+    (
+        "finaz_esl_events_malformed",
+        "Event frames that could not be parsed.",
+        |s| &s.events_malformed,
+    ),
+    (
+        "finaz_esl_reconnects",
+        "Successful reconnections after the first connection.",
+        |s| &s.reconnects,
+    ),
+    (
+        "finaz_esl_connect_failures",
+        "Failed connection attempts.",
+        |s| &s.connect_failures,
+    ),
+    (
+        "finaz_esl_liveness_failures",
+        "Connections dropped because FreeSWITCH sent nothing within freeswitch.liveness_timeout (hung switch, vanished host).",
+        |s| &s.liveness_failures,
+    ),
+    (
+        "finaz_esl_commands_sent",
+        "Commands written to FreeSWITCH.",
+        |s| &s.commands_sent,
+    ),
+    (
+        "finaz_esl_command_timeouts",
+        "Commands without a reply in time.",
+        |s| &s.command_timeouts,
+    ),
+];
+
 impl Collector for EslMetrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let s = self.0.stats();
         let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-        gauge(
-            &mut enc,
-            "finaz_esl_connected",
-            "1 while the inbound event socket is authenticated.",
-            i64::from(self.0.is_connected()),
-        )?;
-        for (name, help, v) in [
-            (
-                "finaz_esl_events_received",
-                "Events read from FreeSWITCH.",
-                &s.events_received,
-            ),
-            (
-                "finaz_esl_events_dropped",
-                "Events a slow internal subscriber could not take.",
-                &s.events_dropped,
-            ),
-            (
-                "finaz_esl_events_malformed",
-                "Event frames that could not be parsed.",
-                &s.events_malformed,
-            ),
-            (
-                "finaz_esl_reconnects",
-                "Successful reconnections after the first connection.",
-                &s.reconnects,
-            ),
-            (
-                "finaz_esl_connect_failures",
-                "Failed connection attempts.",
-                &s.connect_failures,
-            ),
-            (
-                "finaz_esl_liveness_failures",
-                "Connections dropped because FreeSWITCH sent nothing within freeswitch.liveness_timeout (hung switch, vanished host).",
-                &s.liveness_failures,
-            ),
-            (
-                "finaz_esl_commands_sent",
-                "Commands written to FreeSWITCH.",
-                &s.commands_sent,
-            ),
-            (
-                "finaz_esl_command_timeouts",
-                "Commands without a reply in time.",
-                &s.command_timeouts,
-            ),
-        ] {
-            counter(&mut enc, name, help, get(v))?;
+        {
+            let mut family = enc.encode_descriptor(
+                "finaz_esl_connected",
+                "1 while the node's inbound event socket is authenticated.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (node, client) in &self.0 {
+                let labels = [("node", node.as_ref())];
+                ConstGauge::new(i64::from(client.is_connected()))
+                    .encode(family.encode_family(&labels)?)?;
+            }
         }
-        // The library's histogram: cumulative counts per bound, handed over per bucket.
-        let (cumulative, count, sum) = s.command_latency.snapshot();
-        let mut buckets = Vec::with_capacity(cumulative.len() + 1);
-        let mut below = 0;
-        for (bound, n) in cumulative {
-            buckets.push((bound, n - below));
-            below = n;
+        for (name, help, field) in ESL_COUNTERS {
+            counter_family(
+                &mut enc,
+                name,
+                help,
+                "node",
+                self.0
+                    .iter()
+                    .map(|(n, c)| (n.as_ref(), get(field(c.stats())))),
+            )?;
         }
-        buckets.push((f64::MAX, count - below));
-        enc.encode_descriptor(
+        let mut family = enc.encode_descriptor(
             "finaz_esl_command_latency_seconds",
             "Time from writing a command to reading its reply.",
             None,
             MetricType::Histogram,
-        )?
-        .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+        )?;
+        for (node, client) in &self.0 {
+            // The library's histogram: cumulative counts per bound, handed over per bucket.
+            let (cumulative, count, sum) = client.stats().command_latency.snapshot();
+            let mut buckets = Vec::with_capacity(cumulative.len() + 1);
+            let mut below = 0;
+            for (bound, n) in cumulative {
+                buckets.push((bound, n - below));
+                below = n;
+            }
+            buckets.push((f64::MAX, count - below));
+            let labels = [("node", node.as_ref())];
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    sum, count, &buckets, None,
+                )?;
+        }
+        Ok(())
     }
 }
 
@@ -167,21 +196,33 @@ mod tests {
             .command_latency
             .observe(Duration::from_millis(2));
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(EslMetrics(client)));
+        registry.register_collector(Box::new(EslMetrics(vec![("fs1".into(), client)])));
         let out = encode(&registry);
         stop.cancel();
         let _ = task.await;
         assert!(
             out.contains(
-                "# TYPE finaz_esl_commands_sent counter\nfinaz_esl_commands_sent_total 3\n"
+                "# TYPE finaz_esl_commands_sent counter\nfinaz_esl_commands_sent_total{node=\"fs1\"} 3\n"
             ),
             "{out}"
         );
-        assert!(out.contains("finaz_esl_connected 0\n"), "{out}");
-        assert!(out.contains("finaz_esl_command_latency_seconds_bucket{le=\"0.0025\"} 1\n"));
-        assert!(out.contains("finaz_esl_command_latency_seconds_bucket{le=\"0.001\"} 0\n"));
-        assert!(out.contains("finaz_esl_command_latency_seconds_bucket{le=\"+Inf\"} 1\n"));
-        assert!(out.contains("finaz_esl_command_latency_seconds_count 1\n"));
+        assert!(
+            out.contains("finaz_esl_connected{node=\"fs1\"} 0\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "finaz_esl_command_latency_seconds_bucket{le=\"0.0025\",node=\"fs1\"} 1\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("finaz_esl_command_latency_seconds_bucket{le=\"0.001\",node=\"fs1\"} 0\n")
+        );
+        assert!(
+            out.contains("finaz_esl_command_latency_seconds_bucket{le=\"+Inf\",node=\"fs1\"} 1\n")
+        );
+        assert!(out.contains("finaz_esl_command_latency_seconds_count{node=\"fs1\"} 1\n"));
         assert!(out.ends_with("# EOF\n"));
     }
 }

@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::originate::OriginatePlan;
 use crate::domain::values::{CallId, IdempotencyKey, Ramal, Telefone};
-use crate::esl::{Client, Event};
+use crate::esl::Event;
+use crate::nodes::{Nodes, RouteError};
 use crate::storage::{Claimed, Storage};
 use dedupe::{Claim, Dedupe, Outcome};
 use step::Input;
@@ -131,7 +132,7 @@ pub struct Click2Call {
 }
 
 struct Inner {
-    esl: Client,
+    nodes: Nodes,
     storage: Storage,
     settings: Settings,
     /// Live calls by channel uuid: where their events go.
@@ -143,22 +144,32 @@ struct Inner {
 impl Click2Call {
     /// Starts the event router; it runs until `shutdown`.
     pub fn start(
-        esl: Client,
+        nodes: Nodes,
         storage: Storage,
         settings: Settings,
         shutdown: CancellationToken,
     ) -> (Click2Call, JoinHandle<()>) {
         let dedupe = Dedupe::new(settings.double_click_window, settings.idempotency_window);
         let inner = Arc::new(Inner {
-            esl,
+            nodes,
             storage,
             settings,
             calls: Mutex::new(HashMap::new()),
             dedupe: Mutex::new(dedupe),
             shutdown,
         });
-        let events = inner.esl.subscribe(EVENT_QUEUE);
-        let task = tokio::spawn(route_events(inner.clone(), events));
+        // One router per node, into the one map of live calls (uuids are unique).
+        let routers: Vec<_> = inner
+            .nodes
+            .all()
+            .iter()
+            .map(|n| tokio::spawn(route_events(inner.clone(), n.esl.subscribe(EVENT_QUEUE))))
+            .collect();
+        let task = tokio::spawn(async move {
+            for r in routers {
+                let _ = r.await;
+            }
+        });
         (Click2Call { inner }, task)
     }
 
@@ -222,10 +233,34 @@ async fn start(
         Ok(Claimed::Own { owner }) => {
             let _ = joined.send(false);
             tokio::spawn(claim::settle(inner.storage.clone(), owner, tx.subscribe()));
-            if !inner.esl.is_connected() {
-                let _ = tx.send(Some(Err(Click2CallError::NotConnected)));
-            } else {
-                task::run(inner.clone(), req, tx).await;
+            let node = match inner.nodes.route(&req.ramal).await {
+                Ok(node) if node.esl.is_connected() => (node.name.clone(), node.esl.clone()),
+                Ok(_) => {
+                    let _ = tx.send(Some(Err(Click2CallError::NotConnected)));
+                    return;
+                }
+                Err(RouteError::NodeDown(name)) => {
+                    tracing::warn!(node = %name, ramal = %req.ramal.as_str(), "click2call refused: the extension's node is down");
+                    let _ = tx.send(Some(Err(Click2CallError::NotConnected)));
+                    return;
+                }
+                Err(RouteError::NotRegistered) => {
+                    let _ = tx.send(Some(Err(Click2CallError::NotRegistered {
+                        cause: "USER_NOT_REGISTERED".into(),
+                    })));
+                    return;
+                }
+            };
+            let mut outcome = tx.subscribe();
+            task::run(inner.clone(), node, req.clone(), tx).await;
+            // A phone that moved without telling us: ask again next time.
+            if let Some(Some(Err(Click2CallError::NotRegistered { .. }))) = outcome
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .map(|o| o.clone())
+            {
+                inner.nodes.forget(&req.ramal);
             }
         }
     }

@@ -13,7 +13,7 @@ use super::step::{Effect, Input, Phase, Stored, Within, step};
 use super::{Click2CallError, Inner, Placed, Request};
 use crate::domain::values::CallId;
 use crate::domain::values::mask_phone;
-use crate::esl::{ClientError, ConnectionState, Job};
+use crate::esl::{Client, ClientError, ConnectionState, Job};
 use crate::storage::{CallKind, CallState, NewCall, now_ms};
 
 use super::dedupe::Outcome;
@@ -28,6 +28,9 @@ const RECONNECT_WAIT: Duration = Duration::from_secs(60);
 
 struct CallTask {
     inner: Arc<Inner>,
+    /// The event socket of the node the call is on.
+    esl: Client,
+    node: Arc<str>,
     id: CallId,
     outcome: watch::Sender<Outcome>,
     phase: Phase,
@@ -37,8 +40,13 @@ struct CallTask {
     deadline: tokio::time::Instant,
 }
 
-/// Places and follows one call; its id is registered for events while it runs.
-pub(super) async fn run(inner: Arc<Inner>, req: Request, outcome: watch::Sender<Outcome>) {
+/// Places and follows one call on `node`; its id is registered for events while it runs.
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    node: (Arc<str>, Client),
+    req: Request,
+    outcome: watch::Sender<Outcome>,
+) {
     let id = CallId::new();
     let (tx, signals) = mpsc::unbounded_channel();
     inner
@@ -52,6 +60,8 @@ pub(super) async fn run(inner: Arc<Inner>, req: Request, outcome: watch::Sender<
         ramal: req.ramal.as_str().to_string(),
         deadline: tokio::time::Instant::from_std(started + inner.settings.response_timeout),
         inner: inner.clone(),
+        node: node.0,
+        esl: node.1,
         id: id.clone(),
         outcome,
         phase: Phase::Waiting,
@@ -89,6 +99,7 @@ impl CallTask {
                 crm_id: None,
                 state: CallState::Originating,
                 recording_path: recording.as_deref(),
+                node: Some(&self.node),
             })
             .await;
         if let Err(e) = stored {
@@ -99,7 +110,7 @@ impl CallTask {
                 .send(Some(Err(Click2CallError::Storage(e.to_string()))));
             return;
         }
-        let mut job = match inner.esl.bgapi(&originate.command).await {
+        let mut job = match self.esl.bgapi(&originate.command).await {
             Ok(job) => Some(job),
             Err(e) => {
                 let err = match e {
@@ -112,7 +123,7 @@ impl CallTask {
                 return self.feed(Input::NotSent(err)).await;
             }
         };
-        let mut state = inner.esl.watch_state();
+        let mut state = self.esl.watch_state();
         let watch_limit = settings.response_timeout + settings.originate_timeout + GRACE;
         let give_up = tokio::time::Instant::from_std(self.started + watch_limit);
         while self.phase != Phase::Over {
@@ -206,7 +217,7 @@ impl CallTask {
                 .saturating_duration_since(tokio::time::Instant::now()),
             Within::ReconnectWait => RECONNECT_WAIT,
         };
-        let esl = &self.inner.esl;
+        let esl = &self.esl;
         if !esl.wait_connected(wait).await {
             return None;
         }
@@ -219,7 +230,7 @@ impl CallTask {
     async fn kill(&self, why: &str) {
         tracing::warn!(call_id = %self.id.as_str(), why, "hanging up a click2call Finaz was told had failed");
         let cmd = format!("uuid_kill {} ORIGINATOR_CANCEL", self.id.as_str());
-        if let Err(e) = self.inner.esl.api(&cmd).await {
+        if let Err(e) = self.esl.api(&cmd).await {
             tracing::warn!(call_id = %self.id.as_str(), error = %e, "uuid_kill failed");
         }
     }

@@ -57,8 +57,26 @@ impl Config {
         recordings.layout = recordings.layout.with_dir(dir);
         self.plan = OriginatePlan::new(&plan_settings(&self.freeswitch, &recordings))
             .map_err(ConfigErrors)?;
+        for node in &mut self.nodes {
+            if node.recordings_dir == self.recordings.dir() {
+                node.recordings_dir = recordings.dir().to_path_buf();
+            }
+        }
         self.recordings = recordings;
         Ok(())
+    }
+
+    /// Replaces every node with one at `address` (the sandbox's simulated FreeSWITCH), with
+    /// the first node's password and `recordings.dir`.
+    pub fn set_single_node(&mut self, address: impl Into<String>) {
+        let address = address.into();
+        self.freeswitch.address = address.clone();
+        self.nodes = vec![NodeConfig {
+            name: DEFAULT_NODE.into(),
+            address,
+            password: self.nodes[0].password.clone(),
+            recordings_dir: self.recordings.dir().to_path_buf(),
+        }];
     }
 }
 
@@ -118,6 +136,21 @@ pub struct FreeswitchConfig {
     /// No frame for this long: the connection is lost.
     pub liveness_timeout: Duration,
 }
+
+/// One FreeSWITCH server: `[[freeswitch.nodes]]`, or the single `[freeswitch]` section.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Unique; names the node in logs, metrics, `/readyz` and every call row.
+    pub name: String,
+    pub address: String,
+    pub password: Secret,
+    /// Where this node's recordings are visible to us (an NFS mount, say): a path FreeSWITCH
+    /// reports under `recordings.dir` is read from the same place under this directory.
+    pub recordings_dir: PathBuf,
+}
+
+/// The node name given to the single `[freeswitch]` section.
+pub const DEFAULT_NODE: &str = "default";
 
 #[derive(Debug, Clone)]
 pub struct RecordingsConfig {
@@ -191,6 +224,9 @@ pub struct Config {
     /// Whether the console shows phone numbers unmasked (`admin.show_numbers`).
     pub admin_show_numbers: bool,
     pub freeswitch: FreeswitchConfig,
+    /// The FreeSWITCH servers, at least one, names unique; the first is where calls from
+    /// before nodes (no node on their row) live.
+    pub nodes: Vec<NodeConfig>,
     pub recordings: RecordingsConfig,
     /// How click2calls are originated: `[freeswitch]`'s templates and `[recordings]`, checked.
     pub plan: OriginatePlan,

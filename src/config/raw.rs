@@ -104,6 +104,23 @@ pub struct RawFreeswitch {
     pub request_timeout: String,
     pub reconnect_max_backoff: String,
     pub liveness_timeout: String,
+    /// `[[freeswitch.nodes]]`: several FreeSWITCH servers (empty: `address` and `password`
+    /// above are the one node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<RawNode>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    #[serde(deserialize_with = "lenient")]
+    pub name: String,
+    pub address: String,
+    #[serde(deserialize_with = "lenient")]
+    pub password: String,
+    /// Where this node's recordings are visible to us (default: `recordings.dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recordings_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -278,6 +295,9 @@ impl RawConfig {
     pub fn redacted_toml(&self) -> String {
         let mut c = self.clone();
         c.freeswitch.password = "<redacted>".into();
+        for n in &mut c.freeswitch.nodes {
+            n.password = "<redacted>".into();
+        }
         if c.admin.token.is_some() {
             c.admin.token = Some("<redacted>".into());
         }

@@ -2,7 +2,7 @@
 //! problem collected, each named by its key.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -138,6 +138,7 @@ impl RawConfig {
         if fs.password.is_empty() || fs.password.contains(['\n', '\r']) {
             errs.push("freeswitch.password must be one non-empty line".into());
         }
+        let nodes = self.nodes(&mut errs);
         let trigger = match self.dialer.trigger.as_str() {
             "socket" => DialerTrigger::Socket,
             "events" => DialerTrigger::Events,
@@ -248,6 +249,7 @@ impl RawConfig {
             admin_show_numbers: self.admin.show_numbers,
             admin_listen,
             freeswitch,
+            nodes,
             recordings,
             plan,
             dialer: DialerConfig {
@@ -275,5 +277,62 @@ impl RawConfig {
                 mask_phone_numbers: self.log.mask_phone_numbers,
             },
         })
+    }
+}
+
+impl RawConfig {
+    /// `[[freeswitch.nodes]]` checked, or the single `[freeswitch]` section as node
+    /// [`DEFAULT_NODE`].
+    fn nodes(&self, errs: &mut Vec<String>) -> Vec<NodeConfig> {
+        let fs = &self.freeswitch;
+        let rec_dir = PathBuf::from(&self.recordings.dir);
+        if fs.nodes.is_empty() {
+            return vec![NodeConfig {
+                name: DEFAULT_NODE.into(),
+                address: fs.address.clone(),
+                password: Secret(fs.password.clone()),
+                recordings_dir: rec_dir,
+            }];
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for (i, n) in fs.nodes.iter().enumerate() {
+            let at = format!("freeswitch.nodes[{i}]");
+            let name_ok = (1..=32).contains(&n.name.len())
+                && n.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !name_ok {
+                errs.push(format!(
+                    "{at}.name = {:?} must be 1 to 32 of a-z, 0-9, '-', '_' (it labels metrics)",
+                    n.name
+                ));
+            } else if !seen.insert(n.name.clone()) {
+                errs.push(format!("{at}.name = {:?} is used by another node", n.name));
+            }
+            if n.address.trim().is_empty() || n.address.contains(char::is_whitespace) {
+                errs.push(format!("{at}.address must be host:port"));
+            }
+            if n.password.is_empty() || n.password.contains(['\n', '\r']) {
+                errs.push(format!("{at}.password must be one non-empty line"));
+            }
+            let recordings_dir = match &n.recordings_dir {
+                Some(d) if !Path::new(d).is_absolute() => {
+                    errs.push(format!(
+                        "{at}.recordings_dir = {d:?} must be an absolute path"
+                    ));
+                    rec_dir.clone()
+                }
+                Some(d) => PathBuf::from(d),
+                None => rec_dir.clone(),
+            };
+            out.push(NodeConfig {
+                name: n.name.clone(),
+                address: n.address.clone(),
+                password: Secret(n.password.clone()),
+                recordings_dir,
+            });
+        }
+        out
     }
 }

@@ -21,6 +21,7 @@ use crate::domain::values::CallId;
 use crate::esl::{Client, ConnectionState};
 use crate::http::reply::ApiError;
 use crate::http::stats::HttpStats;
+use crate::nodes::Nodes;
 use crate::outbox::Outbox;
 use crate::recordings::Recordings;
 use crate::storage::{
@@ -53,7 +54,8 @@ pub struct Parts {
 /// The running service's parts the console is built from ([`Console::for_service`]).
 pub struct Wiring {
     pub storage: Storage,
-    pub esl: Client,
+    /// The console follows the first node's connection.
+    pub nodes: Nodes,
     pub outbox: Outbox,
     pub http: Arc<HttpStats>,
     pub sandbox: bool,
@@ -69,24 +71,32 @@ pub struct Console {
 impl Console {
     /// The console of a service running `config`, with its charts' sampler started.
     pub fn for_service(config: &Config, w: Wiring, shutdown: CancellationToken) -> Arc<Console> {
+        let esl = w.nodes.first().esl.clone();
         let series = Series::start(
             series::Sources {
-                esl: w.esl.clone(),
+                esl: esl.clone(),
                 http: w.http,
                 outbox: w.outbox.stats.clone(),
             },
             shutdown.child_token(),
         );
         let parts = Parts {
-            recordings: Recordings::new(w.storage.clone(), w.esl.clone(), &config.recordings),
-            storage: w.storage,
-            esl: w.esl,
-            esl_address: config.freeswitch.address.clone(),
+            recordings: Recordings::new(w.storage.clone(), w.nodes.clone(), &config.recordings),
+            esl_address: w.nodes.first().address.clone(),
+            esl,
             outbox: w.outbox,
             series,
             retry_for: config.finaz.max_retry_age,
             show_numbers: config.admin_show_numbers,
-            storage_shown: format!("SQLite, {}", redact_url(&config.storage_url)),
+            storage_shown: format!(
+                "{}, {}",
+                match w.storage.backend() {
+                    crate::storage::Backend::Sqlite => "SQLite",
+                    crate::storage::Backend::Postgres => "PostgreSQL",
+                },
+                redact_url(&config.storage_url)
+            ),
+            storage: w.storage,
             sandbox: w.sandbox,
         };
         Console::start(parts, shutdown)

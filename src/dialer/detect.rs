@@ -40,6 +40,8 @@ pub struct Answered {
     /// Every channel uuid seen for this call.
     pub legs: Vec<String>,
     pub source: Source,
+    /// The FreeSWITCH node it came from, when known (set by the listener that saw it).
+    pub node: Option<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for Answered {
@@ -247,6 +249,7 @@ impl Answered {
                 Err(_) => t,
             }),
             ramal: clean("ramal", ramal)?,
+            node: None,
             legs,
             source,
         })

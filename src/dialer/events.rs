@@ -17,6 +17,7 @@ const QUEUE: usize = 65_536;
 
 pub async fn watch(
     esl: Client,
+    node: Arc<str>,
     reporter: Reporter,
     vars: Arc<DialerConfig>,
     shutdown: CancellationToken,
@@ -31,7 +32,8 @@ pub async fn watch(
         while reports.try_join_next().is_some() {}
         match Answered::from_event(&event, &vars) {
             None => {}
-            Some(Ok(answered)) => {
+            Some(Ok(mut answered)) => {
+                answered.node = Some(node.clone());
                 let reporter = reporter.clone();
                 reports.spawn(async move {
                     let _ = reporter.report_until_stored(answered).await;

@@ -118,6 +118,7 @@ impl Reporter {
             legs: a.legs.clone(),
             give_up_at: now_ms() + self.max_retry_age.as_millis() as i64,
             url,
+            node: a.node.as_deref().map(str::to_string),
         };
         let result = self.storage.report_dialer_call(report).await;
         let telefone = a

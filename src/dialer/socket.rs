@@ -22,6 +22,7 @@ use crate::accept::{self, Accept};
 use crate::admission::Admission;
 use crate::config::DialerConfig;
 use crate::esl::outbound::{Handoff, OutboundError, OutboundSession};
+use crate::nodes::Nodes;
 
 /// Sessions served at once; more wait in the listen backlog (FreeSWITCH waits with them).
 const MAX_SESSIONS: usize = 4096;
@@ -35,6 +36,7 @@ pub async fn serve(
     listener: TcpListener,
     reporter: Reporter,
     vars: Arc<DialerConfig>,
+    nodes: Nodes,
     admission: Arc<Admission>,
     shutdown: CancellationToken,
 ) {
@@ -47,12 +49,14 @@ pub async fn serve(
     accept::serve(listener, how, shutdown, |sock, peer, ticket| {
         let reporter = reporter.clone();
         let vars = vars.clone();
+        // The node whose address the hand-off came from (the first when none matches).
+        let node = nodes.by_peer(peer.ip()).name.clone();
         async move {
             let _ticket = ticket;
             // Counted down on every way out, a panic included.
             let _active = Active::enter(reporter.stats.clone());
             tracing::trace!(%peer, "dialer session accepted");
-            session(sock, &reporter, &vars).await;
+            session(sock, &reporter, &vars, node).await;
             tracing::trace!(%peer, "dialer session closed");
         }
     })
@@ -75,7 +79,7 @@ impl Drop for Active {
     }
 }
 
-async fn session(sock: TcpStream, reporter: &Reporter, vars: &DialerConfig) {
+async fn session(sock: TcpStream, reporter: &Reporter, vars: &DialerConfig, node: Arc<str>) {
     let _ = sock.set_nodelay(true);
     let deadline = tokio::time::Instant::now() + vars.session_timeout;
     let mut session = OutboundSession::new(sock);
@@ -104,7 +108,8 @@ async fn session(sock: TcpStream, reporter: &Reporter, vars: &DialerConfig) {
     };
     let report = async {
         match Answered::from_socket(&data, vars) {
-            Ok(answered) => {
+            Ok(mut answered) => {
+                answered.node = Some(node);
                 // Keep the session (the call waits parked in `socket`) until the webhook is
                 // durable, but never past the deadline: the call matters more. The report
                 // goes on storing (and retrying) after the session is released.

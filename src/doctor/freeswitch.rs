@@ -36,11 +36,15 @@ async fn api(esl: &mut Esl, cmd: &str, timeout: Duration) -> Result<String, Stri
     Ok(send(esl, c, timeout).await?.body_text().trim().to_string())
 }
 
-pub(super) async fn freeswitch_checks(config: &Config, ramal: Option<&str>) -> Vec<Check> {
+pub(super) async fn freeswitch_checks(
+    config: &Config,
+    node: &crate::config::NodeConfig,
+    ramal: Option<&str>,
+) -> Vec<Check> {
     let fs = &config.freeswitch;
     let t = fs.connect_timeout;
     let mut out = Vec::new();
-    let addr = &fs.address;
+    let addr = &node.address;
     let tcp = match tokio::time::timeout(t, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -89,7 +93,7 @@ pub(super) async fn freeswitch_checks(config: &Config, ramal: Option<&str>) -> V
             return out;
         }
     }
-    let auth = Command::auth(fs.password.expose()).map_err(|e| e.to_string());
+    let auth = Command::auth(node.password.expose()).map_err(|e| e.to_string());
     match match auth {
         Ok(c) => send(&mut esl, c, t).await,
         Err(e) => Err(e),
@@ -112,7 +116,7 @@ pub(super) async fn freeswitch_checks(config: &Config, ramal: Option<&str>) -> V
             return out;
         }
     }
-    let subscription = crate::app::subscription();
+    let subscription = crate::nodes::subscription(config.nodes.len() > 1);
     let events = Command::event(EventFormat::Plain, &subscription);
     match match events {
         Ok(c) => send(&mut esl, c, t).await,

@@ -68,7 +68,13 @@ impl Check {
 /// Runs every check. `ramal` is an extension to try the operator endpoint with.
 pub async fn run(config: &Config, ramal: Option<&str>) -> Vec<Check> {
     let mut checks = Vec::new();
-    checks.extend(freeswitch_checks(config, ramal).await);
+    // Every node in turn; each node's recordings directory too.
+    for node in &config.nodes {
+        checks.extend(freeswitch_checks(config, node, ramal).await);
+        if node.recordings_dir != config.recordings.dir() {
+            checks.push(recordings_check(&node.recordings_dir));
+        }
+    }
     checks.push(recordings_check(config.recordings.dir()));
     checks.push(storage_check(&config.storage_url).await);
     checks.push(finaz_check(config).await);

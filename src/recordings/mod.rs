@@ -20,6 +20,7 @@ use crate::config::RecordingsConfig;
 use crate::domain::layout::RecordingLayout;
 use crate::domain::values::{CallId, Telefone};
 use crate::esl::Client;
+use crate::nodes::{Node, Nodes};
 use crate::storage::{CallState, RecordingEvent, RecordingState, Storage, StorageError};
 use wav::{WavError, WavLayout};
 
@@ -60,15 +61,29 @@ pub struct RecordingFile {
 #[derive(Clone)]
 pub struct Recordings {
     storage: Storage,
-    esl: Client,
+    nodes: Nodes,
     layout: RecordingLayout,
 }
 
+/// The node a call is on, as the search needs it: who to ask whether a leg still exists,
+/// where its files are visible to us, and FreeSWITCH's paths mapped there.
+struct On<'a> {
+    nodes: &'a Nodes,
+    node: &'a Node,
+    layout: RecordingLayout,
+}
+
+impl On<'_> {
+    fn local(&self, path: &Path) -> PathBuf {
+        self.nodes.local_path(self.node, path)
+    }
+}
+
 impl Recordings {
-    pub fn new(storage: Storage, esl: Client, config: &RecordingsConfig) -> Self {
+    pub fn new(storage: Storage, nodes: Nodes, config: &RecordingsConfig) -> Self {
         Recordings {
             storage,
-            esl,
+            nodes,
             layout: config.layout.clone(),
         }
     }
@@ -92,14 +107,21 @@ impl Recordings {
         {
             return Err(RecordingError::UnknownCall);
         }
+        let node = self.nodes.named(record.node.as_deref());
+        let on = On {
+            nodes: &self.nodes,
+            node,
+            layout: self.layout.with_dir(&node.recordings_dir),
+        };
+        let esl = &node.esl;
         let mut rows = self.storage.recordings_for_call(&record.id).await?;
         if rows.iter().any(|r| r.state == RecordingState::Recording) {
             // Its RECORD_STOP may have been lost (we were away): a leg FreeSWITCH no longer
             // has is closed now, and its file served.
             let mut closed_any = false;
             for row in rows.iter().filter(|r| r.state == RecordingState::Recording) {
-                if !self.esl.is_connected()
-                    || reconcile::leg_exists(&self.esl, &row.leg_id)
+                if !esl.is_connected()
+                    || reconcile::leg_exists(esl, &row.leg_id)
                         .await
                         .unwrap_or(true)
                 {
@@ -116,7 +138,8 @@ impl Recordings {
         let mut discarded = None;
         for row in &rows {
             match row.state {
-                RecordingState::Done => match self.open(Path::new(&row.path)).await {
+                RecordingState::Done => match self.open(&on, &on.local(Path::new(&row.path))).await
+                {
                     Ok(f) => return Ok(f),
                     Err(RecordingError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                         tracing::warn!(call_id = %record.id, path = %row.path, "recorded file is gone");
@@ -134,8 +157,11 @@ impl Recordings {
         }
         // No event told us: the path click2call chose, then the template for each leg.
         let legs = self.storage.legs_of(&record.id).await?;
-        let mut candidates: Vec<PathBuf> =
-            record.recording_path.iter().map(PathBuf::from).collect();
+        let mut candidates: Vec<PathBuf> = record
+            .recording_path
+            .iter()
+            .map(|p| on.local(Path::new(p)))
+            .collect();
         // The call's UTC day, and the days either side: a dialplan's strftime uses
         // FreeSWITCH's local time.
         const DAY_MS: i64 = 86_400_000;
@@ -145,16 +171,16 @@ impl Recordings {
             record.created_at + DAY_MS,
         ] {
             for leg in &legs {
-                let path = self.layout.path(leg, at);
+                let path = on.layout.path(leg, at);
                 if !candidates.contains(&path) {
                     candidates.push(path);
                 }
             }
         }
         for path in candidates {
-            match self.open(&path).await {
+            match self.open(&on, &path).await {
                 Ok(f) => {
-                    if self.may_still_be_recording(&record.state, &legs).await {
+                    if may_still_be_recording(esl, &record.state, &legs).await {
                         return Err(RecordingError::InProgress);
                     }
                     return Ok(f);
@@ -164,35 +190,17 @@ impl Recordings {
             }
         }
         // Nothing yet, but the call is still up (a click2call rings before it records).
-        if self.may_still_be_recording(&record.state, &legs).await {
+        if may_still_be_recording(esl, &record.state, &legs).await {
             return Err(RecordingError::InProgress);
         }
         Err(RecordingError::NoRecording)
     }
 
-    /// For a file no event described: while any leg lives, FreeSWITCH may still write it.
-    async fn may_still_be_recording(&self, state: &CallState, legs: &[String]) -> bool {
-        if matches!(state, CallState::Ended | CallState::Failed) {
-            return false;
-        }
-        if !self.esl.is_connected() {
-            // Cannot ask; the call was never seen to end.
-            return true;
-        }
-        for leg in legs {
-            // Cannot ask: assume it may still be recording.
-            if reconcile::leg_exists(&self.esl, leg).await.unwrap_or(true) {
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Opens `path` only if, symlinks resolved, it is a regular file under `recordings.dir`,
-    /// and reads its WAV header.
-    async fn open(&self, path: &Path) -> Result<RecordingFile, RecordingError> {
+    /// Opens `path` only if, symlinks resolved, it is a regular file under the call's node's
+    /// recordings directory (`recordings.dir` with one node), and reads its WAV header.
+    async fn open(&self, on: &On<'_>, path: &Path) -> Result<RecordingFile, RecordingError> {
         let real = tokio::fs::canonicalize(path).await?;
-        let root = tokio::fs::canonicalize(self.layout.dir()).await?;
+        let root = tokio::fs::canonicalize(&on.node.recordings_dir).await?;
         if !real.starts_with(&root) {
             tracing::warn!(path = %path.display(), resolved = %real.display(), "recording outside recordings.dir refused");
             return Err(RecordingError::OutsideDir(real));
@@ -227,6 +235,24 @@ impl Recordings {
             layout,
         })
     }
+}
+
+/// For a file no event described: while any leg lives, FreeSWITCH may still write it.
+async fn may_still_be_recording(esl: &Client, state: &CallState, legs: &[String]) -> bool {
+    if matches!(state, CallState::Ended | CallState::Failed) {
+        return false;
+    }
+    if !esl.is_connected() {
+        // Cannot ask; the call was never seen to end.
+        return true;
+    }
+    for leg in legs {
+        // Cannot ask: assume it may still be recording.
+        if reconcile::leg_exists(esl, leg).await.unwrap_or(true) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The same number, give or take Brazil's country code.

@@ -198,6 +198,7 @@ mod tests {
                 crm_id: None,
                 state: CallState::Ringing,
                 recording_path: None,
+                node: None,
             };
             s.insert_call(call("a", "1001", "41988445566"))
                 .await
@@ -274,6 +275,7 @@ mod tests {
                 legs: vec!["d".into()],
                 give_up_at: now_ms() + 60_000,
                 url: "http://finaz/x?cid=d".into(),
+                node: None,
             })
             .await
             .unwrap();

@@ -101,6 +101,8 @@ pub struct NewCall<'a> {
     pub state: CallState,
     /// Where FreeSWITCH was told to record the call, when we chose the path.
     pub recording_path: Option<&'a str>,
+    /// The FreeSWITCH node the call is on (`None`: the first).
+    pub node: Option<&'a str>,
 }
 
 /// A call as stored.
@@ -119,6 +121,8 @@ pub struct CallRecord {
     pub created_at: i64,
     pub answered_at: Option<i64>,
     pub ended_at: Option<i64>,
+    /// The FreeSWITCH node of the call (`None`: the first, or from before nodes).
+    pub node: Option<String>,
 }
 
 impl std::fmt::Debug for NewCall<'_> {
@@ -159,12 +163,12 @@ struct CallRow {
     crm_id: Option<String>,
     state: CallState,
     recording_path: Option<String>,
+    node: Option<String>,
     at: i64,
 }
 
 impl Storage {
-    /// Records a new call; returns once it is committed. The call id is its first leg's
-    /// uuid, so only other legs need [`Storage::link_leg`].
+    /// Records a new call once committed; its id is its first leg's uuid (see `link_leg`).
     pub async fn insert_call(&self, call: NewCall<'_>) -> Result<(), StorageError> {
         let row = CallRow {
             id: call.id.to_string(),
@@ -174,6 +178,7 @@ impl Storage {
             crm_id: call.crm_id.map(str::to_string),
             state: call.state,
             recording_path: call.recording_path.map(str::to_string),
+            node: call.node.map(str::to_string),
             at: now_ms(),
         };
         self.exec
@@ -201,8 +206,7 @@ impl Storage {
             .await
     }
 
-    /// Updates a call's state and, when given, its outcome; stamps the first answer and the
-    /// end.
+    /// Updates a call's state and, when given, its outcome; stamps first answer and end.
     pub async fn set_call_state(
         &self,
         id: &str,
@@ -238,7 +242,7 @@ impl Storage {
     /// The call that `id` (the call id or any of its legs) belongs to.
     pub async fn find_call(&self, id: &str) -> Result<Option<CallRecord>, StorageError> {
         let row = sqlx::query(
-            "SELECT c.id, c.kind, c.ramal, c.telefone, c.crm_id, c.state, c.outcome, c.recording_path, c.recording_state, c.created_at, c.answered_at, c.ended_at
+            "SELECT c.id, c.kind, c.ramal, c.telefone, c.crm_id, c.state, c.outcome, c.recording_path, c.recording_state, c.created_at, c.answered_at, c.ended_at, c.node
              FROM calls c
              WHERE c.id = $1 OR c.id = (SELECT call_id FROM call_legs WHERE leg_id = $1)
              LIMIT 1",
@@ -259,14 +263,15 @@ impl Storage {
             created_at: r.get(9),
             answered_at: r.get(10),
             ended_at: r.get(11),
+            node: r.get(12),
         }))
     }
 }
 
 async fn insert(c: &mut AnyConnection, row: CallRow) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO calls (id, kind, ramal, telefone, crm_id, state, recording_path, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO calls (id, kind, ramal, telefone, crm_id, state, recording_path, created_at, node)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(row.id)
     .bind(row.kind.as_str())
@@ -276,6 +281,7 @@ async fn insert(c: &mut AnyConnection, row: CallRow) -> Result<(), sqlx::Error> 
     .bind(row.state.as_str())
     .bind(row.recording_path)
     .bind(row.at)
+    .bind(row.node)
     .execute(c)
     .await
     .map(drop)
@@ -305,17 +311,20 @@ pub(super) async fn insert_answered_dialer(
     ramal: Option<&str>,
     telefone: Option<&str>,
     crm_id: &str,
+    node: Option<&str>,
     at: i64,
 ) -> Result<(), sqlx::Error> {
+    // Another replica's report of the same call: the outbox's unique call id decides.
     sqlx::query(
-        "INSERT INTO calls (id, kind, ramal, telefone, crm_id, state, created_at, answered_at)
-         VALUES ($1, 'dialer', $2, $3, $4, 'answered', $5, $5)",
+        "INSERT INTO calls (id, kind, ramal, telefone, crm_id, state, created_at, answered_at, node)
+         VALUES ($1, 'dialer', $2, $3, $4, 'answered', $5, $5, $6) ON CONFLICT (id) DO NOTHING",
     )
     .bind(id)
     .bind(ramal)
     .bind(telefone)
     .bind(crm_id)
     .bind(at)
+    .bind(node)
     .execute(c)
     .await
     .map(drop)
@@ -404,6 +413,7 @@ mod tests {
                 crm_id: Some("CRM-1"),
                 state: CallState::Answered,
                 recording_path: None,
+                node: None,
             })
             .await
             .unwrap();
@@ -437,6 +447,7 @@ mod tests {
             crm_id: None,
             state: CallState::Ringing,
             recording_path: None,
+            node: None,
         };
         let shown = format!("{new:?}");
         assert!(
@@ -461,6 +472,7 @@ mod tests {
                         crm_id: None,
                         state: CallState::Originating,
                         recording_path: None,
+                        node: None,
                     })
                     .await
                 }));
@@ -475,6 +487,7 @@ mod tests {
                     crm_id: None,
                     state: CallState::Originating,
                     recording_path: None,
+                    node: None,
                 })
                 .await;
             let mut ok = 0;

@@ -221,6 +221,7 @@ mod tests {
             crm_id: None,
             state: CallState::Ringing,
             recording_path: Some("/rec/c1.wav"),
+            node: None,
         })
         .await
         .unwrap();

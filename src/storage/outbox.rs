@@ -102,6 +102,8 @@ pub struct DialerReport {
     /// The webhook, built by the caller for `call_id` (which, when this conversation already
     /// has a call, is linked to it: Finaz finds the same call by either id).
     pub url: String,
+    /// The call's FreeSWITCH node (`None`: the first).
+    pub node: Option<String>,
 }
 
 impl fmt::Debug for DialerReport {
@@ -330,6 +332,7 @@ async fn report_dialer(c: &mut AnyConnection, r: DialerReport) -> Result<Reporte
                 r.ramal.as_deref(),
                 r.telefone.as_deref(),
                 &r.crm_id,
+                r.node.as_deref(),
                 now,
             )
             .await?;
@@ -360,11 +363,8 @@ async fn report_dialer(c: &mut AnyConnection, r: DialerReport) -> Result<Reporte
 }
 
 /// Hands out up to `limit` due entries, oldest due first, under one new lease, due again at
-/// `until`: one statement (`UPDATE ... RETURNING`), so it costs one round trip whatever the
-/// count. On PostgreSQL the candidates are locked with `SKIP LOCKED`: a replica leasing at the
-/// same moment takes other entries instead of waiting for these, and after this commit none
-/// of them is due for anyone before `until`. The entries come back as updated (their
-/// `next_attempt_at` is `until`), in id order.
+/// `until`, in one statement (on PostgreSQL `SKIP LOCKED`: a replica leasing at once takes
+/// others instead of waiting). Returned as updated, in id order.
 macro_rules! lease_sql {
     ($lock:literal) => {
         concat!(
@@ -413,6 +413,7 @@ mod tests {
             legs: legs.iter().map(|s| s.to_string()).collect(),
             give_up_at: now_ms() + 86_400_000,
             url: format!("http://finaz/x?cid={call_id}"),
+            node: None,
         }
     }
 

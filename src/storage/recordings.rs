@@ -303,6 +303,7 @@ mod tests {
                 crm_id: None,
                 state: CallState::Answered,
                 recording_path: None,
+                node: None,
             })
             .await
             .unwrap();

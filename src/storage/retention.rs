@@ -115,6 +115,7 @@ mod tests {
                 crm_id: None,
                 state: CallState::Ringing,
                 recording_path: None,
+                node: None,
             };
             s.insert_call(call("ended")).await.unwrap();
             s.set_call_state("ended", CallState::Ended, Some("NORMAL_CLEARING"))
@@ -136,6 +137,7 @@ mod tests {
                 legs: vec![id.into()],
                 give_up_at: now_ms() + 60_000,
                 url: format!("http://finaz/x?cid={id}"),
+                node: None,
             };
             s.report_dialer_call(report("pending")).await.unwrap();
             s.report_dialer_call(report("sent")).await.unwrap();

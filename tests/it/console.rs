@@ -279,6 +279,7 @@ async fn the_status_follows_freeswitch_and_pending_webhooks_show_why() {
             legs: vec![call.into()],
             give_up_at: finaz_freeswitch::storage::now_ms() + 3_600_000,
             url,
+            node: None,
         })
         .await
         .unwrap();

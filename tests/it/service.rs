@@ -61,12 +61,15 @@ async fn readyz_follows_the_event_socket_and_metrics_count_commands() {
     service.esl.api("status").await.unwrap();
     let (status, metrics) = get(&format!("{base}/metrics")).await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("finaz_esl_connected 1\n"), "{metrics}");
     assert!(
-        metrics.contains("finaz_esl_commands_sent_total 1\n"),
+        metrics.contains("finaz_esl_connected{node=\"default\"} 1\n"),
         "{metrics}"
     );
-    assert!(metrics.contains("finaz_esl_command_latency_seconds_count 1\n"));
+    assert!(
+        metrics.contains("finaz_esl_commands_sent_total{node=\"default\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("finaz_esl_command_latency_seconds_count{node=\"default\"} 1\n"));
 
     fs.stop().await;
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -86,7 +89,7 @@ async fn readyz_follows_the_event_socket_and_metrics_count_commands() {
         get(&format!("{base}/metrics"))
             .await
             .1
-            .contains("finaz_esl_reconnects_total 1\n")
+            .contains("finaz_esl_reconnects_total{node=\"default\"} 1\n")
     );
     service.stop().await;
 }
@@ -122,7 +125,7 @@ async fn ready_again_within_two_seconds_of_a_restarted_freeswitch() {
     let metrics = get(&format!("{base}/metrics")).await.1;
     let failures: u64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("finaz_esl_connect_failures_total "))
+        .find_map(|l| l.strip_prefix("finaz_esl_connect_failures_total{node=\"default\"} "))
         .unwrap()
         .parse()
         .unwrap();
@@ -391,7 +394,7 @@ async fn a_hung_freeswitch_is_detected_and_answered_503_at_once() {
     );
     let metrics = get(&format!("http://127.0.0.1:{admin}/metrics")).await.1;
     assert!(
-        metrics.contains("finaz_esl_liveness_failures_total 1\n"),
+        metrics.contains("finaz_esl_liveness_failures_total{node=\"default\"} 1\n"),
         "{metrics}"
     );
     assert!(service.signal("-TERM").await);

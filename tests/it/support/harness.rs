@@ -108,6 +108,7 @@ impl Harness {
                 legs: vec![call.into()],
                 give_up_at: now_ms() + 300,
                 url,
+                node: None,
             })
             .await
             .unwrap();
