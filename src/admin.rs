@@ -108,6 +108,23 @@ fn socket_not_ready(state: &AdminState) -> Option<String> {
     (down.len() == state.nodes.all().len()).then(|| down.join("; "))
 }
 
+/// Each node's connection, for `/readyz`: `{"name", "address", "connected", "reason"?}`.
+fn node_states(state: &AdminState) -> Vec<serde_json::Value> {
+    state
+        .nodes
+        .all()
+        .iter()
+        .map(|n| match node_not_ready(&n.esl) {
+            None => {
+                serde_json::json!({ "name": &*n.name, "address": n.address, "connected": true })
+            }
+            Some(why) => serde_json::json!({
+                "name": &*n.name, "address": n.address, "connected": false, "reason": why
+            }),
+        })
+        .collect()
+}
+
 fn node_not_ready(esl: &Client) -> Option<String> {
     match esl.state() {
         ConnectionState::Connected => None,
@@ -239,13 +256,20 @@ where
     }
     match endpoint {
         Endpoint::Healthz => reply::json(StatusCode::OK, serde_json::json!({ "status": "alive" })),
-        Endpoint::Readyz => match not_ready_reason(state).await {
-            None => reply::json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
-            Some(reason) => reply::json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({ "status": "not_ready", "reason": reason }),
-            ),
-        },
+        Endpoint::Readyz => {
+            let (status, mut body) = match not_ready_reason(state).await {
+                None => (StatusCode::OK, serde_json::json!({ "status": "ready" })),
+                Some(reason) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({ "status": "not_ready", "reason": reason }),
+                ),
+            };
+            // With one node the answer is what it always was.
+            if !state.nodes.is_single() {
+                body["nodes"] = node_states(state).into();
+            }
+            reply::json(status, body)
+        }
         Endpoint::Metrics => {
             let ready = not_ready_reason(state).await.is_none();
             state.ready.set(i64::from(ready));

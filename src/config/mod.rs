@@ -415,6 +415,64 @@ mod tests {
         );
     }
 
+    /// `[freeswitch]` alone is node "default"; `[[freeswitch.nodes]]` are checked (unique
+    /// metric-safe names, absolute recordings dirs) and their passwords redacted.
+    #[test]
+    fn nodes_are_one_section_or_a_checked_list() {
+        let (_, c) = load(None).unwrap();
+        assert_eq!(c.nodes.len(), 1);
+        assert_eq!(c.nodes[0].name, DEFAULT_NODE);
+        assert_eq!(c.nodes[0].address, "127.0.0.1:8021");
+        assert_eq!(c.nodes[0].recordings_dir, c.recordings.dir());
+        let load = |nodes: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("c.toml");
+            std::fs::write(&f, format!("[freeswitch]\n{nodes}")).unwrap();
+            load(Some(&f))
+        };
+        let node = |name: &str, extra: &str| {
+            format!(
+                "[[freeswitch.nodes]]\nname = \"{name}\"\naddress = \"10.0.0.1:8021\"\npassword = \"secret-{name}\"\n{extra}"
+            )
+        };
+        let (raw, c) = load(&format!(
+            "{}{}",
+            node("fs1", ""),
+            node("fs2", "recordings_dir = \"/mnt/fs2\"\n")
+        ))
+        .unwrap();
+        let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["fs1", "fs2"]);
+        assert_eq!(c.nodes[1].recordings_dir, Path::new("/mnt/fs2"));
+        assert_eq!(c.nodes[0].recordings_dir, c.recordings.dir());
+        let shown = raw.redacted_toml();
+        assert!(!shown.contains("secret-fs"), "{shown}");
+        let errs = load(&format!("{}{}", node("fs1", ""), node("fs1", "")))
+            .unwrap_err()
+            .0;
+        assert!(
+            errs.iter().any(|e| e.contains("freeswitch.nodes[1].name")),
+            "{errs:?}"
+        );
+        let errs = load(&node("FS 1", "recordings_dir = \"mnt\"\n"))
+            .unwrap_err()
+            .0;
+        assert!(
+            errs.iter().any(|e| e.contains("freeswitch.nodes[0].name")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("freeswitch.nodes[0].recordings_dir")),
+            "{errs:?}"
+        );
+        let errs = load("[[freeswitch.nodes]]\nname = \"x\"\n").unwrap_err().0;
+        assert!(
+            errs.iter().any(|e| e.contains("freeswitch.nodes")),
+            "{errs:?}"
+        );
+    }
+
     #[test]
     fn retention_is_forever_or_at_least_an_hour() {
         let load = |v: &str| {

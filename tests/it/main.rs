@@ -11,6 +11,7 @@ mod console;
 mod dashboards;
 mod dialer;
 mod edge;
+mod nodes;
 mod openapi;
 mod operator;
 mod outbound;

@@ -29,6 +29,8 @@ pub struct Extra {
     pub dialer: String,
     pub finaz: String,
     pub log: String,
+    /// `storage.url` instead of a SQLite file in the test's directory.
+    pub storage_url: Option<String>,
 }
 
 impl Harness {
@@ -186,7 +188,7 @@ fn config_text(fs: &StandIn, dir: &tempfile::TempDir, extra: &Extra) -> String {
          [recordings]\ndir = \"{}\"\n{}\n\
          [dialer]\nlisten = \"127.0.0.1:0\"\n{}\n\
          [finaz]\n{}\n\
-         [storage]\nurl = \"sqlite://{}\"\n\
+         [storage]\nurl = \"{}\"\n\
          [log]\n{}\n",
         http,
         extra.admin,
@@ -196,7 +198,12 @@ fn config_text(fs: &StandIn, dir: &tempfile::TempDir, extra: &Extra) -> String {
         extra.recordings,
         extra.dialer,
         extra.finaz,
-        dir.path().join("s.db").display(),
+        extra
+            .storage_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("s.db").display())),
         extra.log,
     )
+    // `{dir}` in an extra line: the test's directory (e.g. a node's recordings_dir).
+    .replace("{dir}", &dir.path().display().to_string())
 }

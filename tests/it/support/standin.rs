@@ -58,6 +58,13 @@ struct State {
     recording: Mutex<HashMap<String, std::path::PathBuf>>,
     /// Whether recordings are written to disk (benchmarks only want the events).
     write_files: std::sync::atomic::AtomicBool,
+    /// Extensions with a registered phone, when set: `sofia_contact` answers from it and an
+    /// originate to `user/<other>` fails `USER_NOT_REGISTERED`, as FreeSWITCH's do. Unset:
+    /// every extension but 1003 is registered.
+    registered: Mutex<Option<HashSet<String>>>,
+    /// Where this switch's disk is seen from the adapter (an NFS mount): a recording
+    /// FreeSWITCH writes at `.0/x` lands in `.1/x`, while its events still say `.0/x`.
+    disk: Mutex<Option<(std::path::PathBuf, std::path::PathBuf)>>,
     /// A hung switch: connections stay open (and new ones are accepted by the kernel), but
     /// nothing is read or written until thawed.
     frozen: tokio::sync::watch::Sender<bool>,
@@ -111,6 +118,8 @@ impl StandIn {
             progress_delay: Mutex::new(Duration::from_millis(2)),
             recording: Mutex::new(HashMap::new()),
             write_files: std::sync::atomic::AtomicBool::new(true),
+            registered: Mutex::new(None),
+            disk: Mutex::new(None),
             frozen: tokio::sync::watch::channel(false).0,
             conns: Mutex::new(Vec::new()),
         });
@@ -215,11 +224,41 @@ impl StandIn {
         stop_recording(&self.state, leg, discarded)
     }
 
+    /// Only these extensions have a registered phone on this switch.
+    pub fn set_registered(&self, users: &[&str]) {
+        *self.state.registered.lock().unwrap() =
+            Some(users.iter().map(|u| u.to_string()).collect());
+    }
+
+    /// A phone registers for `user`: FreeSWITCH's `sofia::register` event.
+    pub fn register(&self, user: &str) {
+        self.state
+            .registered
+            .lock()
+            .unwrap()
+            .get_or_insert_with(HashSet::new)
+            .insert(user.to_string());
+        broadcast(&self.state, &registration_event("sofia::register", user));
+    }
+
+    /// `user`'s phone unregisters: `sofia::unregister`.
+    pub fn unregister(&self, user: &str) {
+        if let Some(set) = self.state.registered.lock().unwrap().as_mut() {
+            set.remove(user);
+        }
+        broadcast(&self.state, &registration_event("sofia::unregister", user));
+    }
+
+    /// This switch's `switch_dir` is seen at `local` by the adapter (see `State::disk`).
+    pub fn set_disk(&self, switch_dir: &std::path::Path, local: &std::path::Path) {
+        *self.state.disk.lock().unwrap() = Some((switch_dir.into(), local.into()));
+    }
+
     /// FreeSWITCH dies mid-recording and the channel goes: the file keeps the header it had
     /// while recording (sizes zero), and no RECORD_STOP is sent, only the hangup.
     pub fn crash_recording(&self, leg: &str) -> Option<std::path::PathBuf> {
         let path = self.state.recording.lock().unwrap().remove(leg)?;
-        std::fs::write(&path, {
+        std::fs::write(on_disk(&self.state, &path), {
             let mut partial = recorded_wav(2);
             partial[4..8].copy_from_slice(&0u32.to_le_bytes());
             partial[40..44].copy_from_slice(&0u32.to_le_bytes());
@@ -462,6 +501,23 @@ async fn serve(
                     // without a registered phone (as in captures 03 and 06b).
                     "global_getvar domain" => "127.0.0.1".to_string(),
                     r if r.starts_with("user_exists id ") => (!r.contains(" 1999 ")).to_string(),
+                    r if r.starts_with("sofia_contact ")
+                        && state.registered.lock().unwrap().is_some() =>
+                    {
+                        let user = r[14..].split('@').next().unwrap_or("");
+                        if state
+                            .registered
+                            .lock()
+                            .unwrap()
+                            .as_ref()
+                            .unwrap()
+                            .contains(user)
+                        {
+                            format!("sofia/internal/sip:{user}@127.0.0.1:5071")
+                        } else {
+                            "error/user_not_registered".to_string()
+                        }
+                    }
                     r if r.starts_with("sofia_contact ") => {
                         if r.contains(" 1003@") {
                             "error/user_not_registered".to_string()
@@ -622,8 +678,33 @@ pub fn recorded_wav(seconds: usize) -> Vec<u8> {
     finaz_freeswitch::recordings::wav::pcm_wav(&samples)
 }
 
+/// Where a file FreeSWITCH writes at `path` really is (see `State::disk`).
+fn on_disk(state: &State, path: &std::path::Path) -> std::path::PathBuf {
+    match &*state.disk.lock().unwrap() {
+        Some((switch, local)) => match path.strip_prefix(switch) {
+            Ok(rest) => local.join(rest),
+            Err(_) => path.to_path_buf(),
+        },
+        None => path.to_path_buf(),
+    }
+}
+
+/// A `sofia::register` / `sofia::unregister` event as mod_sofia fires it (plain format:
+/// values URL-encoded).
+fn registration_event(subclass: &str, user: &str) -> String {
+    format!(
+        "Event-Name: CUSTOM\nCore-UUID: 2f9c6b9e-3c3c-4a55-9f7e-6d0b1f6a1c11\nFreeSWITCH-Hostname: fs\n\
+         Event-Subclass: {}\nEvent-Date-Timestamp: 1764590000000000\nprofile-name: internal\n\
+         from-user: {user}\nfrom-host: 127.0.0.1\nusername: {user}\nrealm: 127.0.0.1\n\
+         contact: {}\nexpires: 3600\n\n",
+        fs_encode(subclass),
+        fs_encode(&format!("\"user\" <sip:{user}@127.0.0.1:5071>")),
+    )
+}
+
 fn start_recording(state: &State, leg: &str, path: &std::path::Path) {
     if state.write_files.load(std::sync::atomic::Ordering::Relaxed) {
+        let path = &on_disk(state, path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         // While recording, the sizes in the header are not written yet.
         let mut partial = recorded_wav(1);
@@ -647,14 +728,15 @@ fn stop_recording(state: &State, leg: &str, discarded: bool) -> Option<std::path
     let mut body = plain_event_body("06_sip_operator_click2call.rx.raw", "RECORD_STOP")
         .replace(CAPTURED_RECORDING, &fs_encode(&path.display().to_string()))
         .replace(CAPTURED_CALL, leg);
+    let disk = on_disk(state, &path);
     if discarded {
-        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_file(&disk).unwrap();
         body = body.replace(
             "Record-Completion-Cause: success-silence\n",
             "Record-Completion-Cause: success-silence\nvariable_RECORD_DISCARDED: true\n",
         );
     } else {
-        std::fs::write(&path, recorded_wav(3)).unwrap();
+        std::fs::write(&disk, recorded_wav(3)).unwrap();
     }
     broadcast(state, &body);
     Some(path)
@@ -701,7 +783,25 @@ async fn run_job(state: Arc<State>, job: String, arg: String) {
                 .collect::<String>()
         })
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let outcome = {
+    // `user/<ext>` whose phone is not registered here: FreeSWITCH fails the originate.
+    let unregistered = state
+        .registered
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|set| {
+            args.split("user/")
+                .nth(1)
+                .map(|rest| {
+                    rest.chars()
+                        .take_while(|c| c.is_ascii_alphanumeric())
+                        .collect::<String>()
+                })
+                .is_some_and(|user| !set.contains(&user))
+        });
+    let outcome = if unregistered {
+        Outcome::Fail("USER_NOT_REGISTERED")
+    } else {
         let scripted = state.outcomes.lock().unwrap();
         scripted
             .iter()
