@@ -1,12 +1,12 @@
-//! Reads for the operator console: the calls of a recent window with what a supervisor asks
-//! about them, and webhooks delivered lately. Each query is bounded by an index (calls by
-//! `created_at`, delivered webhooks by `delivered_at`) and a row limit, so a long history
-//! costs nothing per page.
+//! Reads for operators (the console, `outbox list`, the gauges): the calls of a recent window
+//! with what a supervisor asks about them, and the outbox by state. Each query is bounded by
+//! an index (calls by `created_at`, delivered webhooks by `delivered_at`, the others by
+//! state) and a row limit, so a long history costs nothing per page.
 
 use sqlx::Row;
 
 use super::outbox::{entry, entry_columns};
-use super::{CallKind, CallState, OutboxEntry, Storage, StorageError};
+use super::{CallKind, CallState, OutboxEntry, OutboxState, Storage, StorageError};
 use crate::domain::values::MaskedPhone;
 
 /// Which calls to list.
@@ -149,6 +149,61 @@ impl Storage {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(entry).collect())
+    }
+}
+
+/// The outbox as operators and gauges read it (the CLI's `outbox list`, the console).
+impl Storage {
+    /// Entries in `state`, newest first.
+    pub async fn list_outbox(
+        &self,
+        state: OutboxState,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, StorageError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM outbox WHERE state = $1 ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(state.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(entry).collect())
+    }
+
+    /// Entries in `state` (index-backed: cheap for pending and dead, which stay small).
+    pub async fn count_outbox(&self, state: OutboxState) -> Result<i64, StorageError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = $1")
+            .bind(state.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
+    /// When the oldest webhook still waiting was stored (unix ms), if any is waiting.
+    pub async fn oldest_pending(&self) -> Result<Option<i64>, StorageError> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(created_at) FROM outbox WHERE state = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(at)
+    }
+
+    /// The outbox entry of a call, if any.
+    pub async fn outbox_for_call(
+        &self,
+        call_id: &str,
+    ) -> Result<Option<OutboxEntry>, StorageError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM outbox WHERE call_id = $1"
+        ))
+        .bind(call_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(entry))
     }
 }
 

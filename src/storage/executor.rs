@@ -29,16 +29,16 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
 
 /// What an operation left: whether it succeeded (its savepoint is kept), and its answer.
-struct Ran {
-    ok: bool,
-    answer: Answer,
+pub(super) struct Ran {
+    pub(super) ok: bool,
+    pub(super) answer: Answer,
 }
 
-type Run = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Ran> + Send>;
+pub(super) type Run = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Ran> + Send>;
 
-struct Job {
+pub(super) struct Job {
     savepoint: bool,
-    run: Run,
+    pub(super) run: Run,
 }
 
 /// What an operation is to the executor: its name in logs (never its values), and whether
@@ -77,7 +77,7 @@ impl Op {
     }
 }
 
-enum Msg {
+pub(super) enum Msg {
     Run(Job),
     /// Finish what is queued before this, then stop.
     Close(oneshot::Sender<()>),
@@ -86,7 +86,12 @@ enum Msg {
 /// A cheap handle to the executor task.
 #[derive(Clone)]
 pub(super) struct Executor {
+    /// Operations in the order they were queued: every one on SQLite, submitted ones (event
+    /// streams) on PostgreSQL.
     tx: mpsc::Sender<Msg>,
+    /// PostgreSQL: operations whose callers wait, each in its own transaction on one of
+    /// several connections ([`super::concurrent`]), and how many workers take them.
+    concurrent: Option<(mpsc::Sender<Msg>, usize)>,
 }
 
 fn closed() -> StorageError {
@@ -94,7 +99,7 @@ fn closed() -> StorageError {
 }
 
 /// The operation was queued but never ran: storage closed, or its batch failed first.
-fn abandoned() -> StorageError {
+pub(super) fn abandoned() -> StorageError {
     StorageError::Write("storage write abandoned (storage closed or its batch failed)".into())
 }
 
@@ -102,11 +107,26 @@ impl Executor {
     /// Starts the executor (and its WAL checkpoints) on `pool`.
     pub(super) fn spawn(pool: AnyPool, backend: Backend) -> Executor {
         let (tx, rx) = mpsc::channel(QUEUE);
-        if backend == Backend::Sqlite {
-            tokio::spawn(checkpoints(pool.clone(), tx.downgrade()));
+        match backend {
+            Backend::Sqlite => {
+                tokio::spawn(checkpoints(pool.clone(), tx.downgrade()));
+                tokio::spawn(run(pool, backend, rx));
+                Executor {
+                    tx,
+                    concurrent: None,
+                }
+            }
+            Backend::Postgres => {
+                let workers = super::concurrent::WORKERS;
+                let (ctx, crx) = mpsc::channel(QUEUE);
+                tokio::spawn(super::concurrent::ordered(pool.clone(), rx));
+                super::concurrent::spawn_workers(pool, crx, workers);
+                Executor {
+                    tx,
+                    concurrent: Some((ctx, workers)),
+                }
+            }
         }
-        tokio::spawn(run(pool, backend, rx));
-        Executor { tx }
     }
 
     /// Queues `f` and waits until the transaction that ran it commits, with its result.
@@ -118,7 +138,7 @@ impl Executor {
             + 'static,
     {
         let (done, rx) = oneshot::channel();
-        self.send(op, f, done).await?;
+        self.send(op, f, done, false).await?;
         rx.await.map_err(|_| abandoned())?
     }
 
@@ -133,7 +153,7 @@ impl Executor {
             + 'static,
     {
         let (done, _) = oneshot::channel();
-        self.send(op, f, done).await
+        self.send(op, f, done, true).await
     }
 
     async fn send<T, F>(
@@ -141,6 +161,7 @@ impl Executor {
         op: Op,
         f: F,
         done: oneshot::Sender<Result<T, StorageError>>,
+        ordered: bool,
     ) -> Result<(), StorageError>
     where
         T: Send + 'static,
@@ -173,13 +194,27 @@ impl Executor {
             savepoint: op.several,
             run,
         };
-        self.tx.send(Msg::Run(job)).await.map_err(|_| closed())
+        let lane = match &self.concurrent {
+            Some((concurrent, _)) if !ordered => concurrent,
+            _ => &self.tx,
+        };
+        lane.send(Msg::Run(job)).await.map_err(|_| closed())
     }
 
-    /// Commits everything queued so far and stops the executor.
+    /// Commits everything queued so far and stops the executor (every worker).
     pub(super) async fn close(&self) {
-        let (done, rx) = oneshot::channel();
-        if self.tx.send(Msg::Close(done)).await.is_ok() {
+        let mut waits = Vec::new();
+        let lanes =
+            std::iter::once((&self.tx, 1)).chain(self.concurrent.as_ref().map(|(c, n)| (c, *n)));
+        for (lane, workers) in lanes {
+            for _ in 0..workers {
+                let (done, rx) = oneshot::channel();
+                if lane.send(Msg::Close(done)).await.is_ok() {
+                    waits.push(rx);
+                }
+            }
+        }
+        for rx in waits {
             let _ = rx.await;
         }
     }

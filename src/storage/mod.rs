@@ -24,6 +24,7 @@ use sqlx::{AnyPool, ConnectOptions, Connection, Executor as _};
 mod browse;
 mod calls;
 mod claims;
+mod concurrent;
 mod executor;
 mod migrate;
 mod outbox;
@@ -140,7 +141,7 @@ impl Storage {
             }
             Backend::Postgres => {
                 AnyPoolOptions::new()
-                    .max_connections(8)
+                    .max_connections(16)
                     .acquire_timeout(std::time::Duration::from_secs(10))
                     .connect(url)
                     .await?

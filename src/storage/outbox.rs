@@ -258,58 +258,6 @@ impl Storage {
         let done = query.execute(&self.pool).await?;
         Ok(done.rows_affected())
     }
-
-    /// Entries in `state`, newest first.
-    pub async fn list_outbox(
-        &self,
-        state: OutboxState,
-        limit: i64,
-    ) -> Result<Vec<OutboxEntry>, StorageError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            entry_columns!(),
-            " FROM outbox WHERE state = $1 ORDER BY id DESC LIMIT $2"
-        ))
-        .bind(state.as_str())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(entry).collect())
-    }
-
-    /// Entries in `state` (index-backed: cheap for pending and dead, which stay small).
-    pub async fn count_outbox(&self, state: OutboxState) -> Result<i64, StorageError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = $1")
-            .bind(state.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n)
-    }
-
-    /// When the oldest webhook still waiting was stored (unix ms), if any is waiting.
-    pub async fn oldest_pending(&self) -> Result<Option<i64>, StorageError> {
-        let at: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(created_at) FROM outbox WHERE state = 'pending'")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(at)
-    }
-
-    /// The outbox entry of a call, if any.
-    pub async fn outbox_for_call(
-        &self,
-        call_id: &str,
-    ) -> Result<Option<OutboxEntry>, StorageError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            entry_columns!(),
-            " FROM outbox WHERE call_id = $1"
-        ))
-        .bind(call_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(entry))
-    }
 }
 
 /// Records a dialer call and its webhook, unless this conversation (its call id or its
@@ -365,18 +313,24 @@ async fn report_dialer(c: &mut AnyConnection, r: DialerReport) -> Result<Reporte
 /// Hands out up to `limit` due entries, oldest due first, under one new lease, due again at
 /// `until`, in one statement (on PostgreSQL `SKIP LOCKED`: a replica leasing at once takes
 /// others instead of waiting). Returned as updated, in id order.
-macro_rules! lease_sql {
-    ($lock:literal) => {
-        concat!(
-            "UPDATE outbox SET next_attempt_at = $3, lease = $4
-              WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1
-                            ORDER BY next_attempt_at, id LIMIT $2 ",
-            $lock,
-            ") RETURNING ",
-            entry_columns!()
-        )
-    };
-}
+const LEASE_SQLITE: &str = concat!(
+    "UPDATE outbox SET next_attempt_at = $3, lease = $4
+      WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1
+                    ORDER BY next_attempt_at, id LIMIT $2)
+      RETURNING ",
+    entry_columns!()
+);
+
+/// A locking CTE runs once (an `IN (... LIMIT ... FOR UPDATE)` subquery may be re-run by
+/// the plan and lease more than `limit`: seen in this crate's test), and `FOR UPDATE`
+/// re-checks a row another replica leased meanwhile, which is then no longer due.
+const LEASE_POSTGRES: &str = concat!(
+    "WITH due AS (SELECT id AS due_id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1
+                   ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+     UPDATE outbox SET next_attempt_at = $3, lease = $4 FROM due WHERE outbox.id = due.due_id
+     RETURNING ",
+    entry_columns!()
+);
 
 async fn lease(
     c: &mut AnyConnection,
@@ -386,7 +340,7 @@ async fn lease(
     until: i64,
 ) -> Result<Vec<OutboxEntry>, sqlx::Error> {
     let lease = fastrand::i64(1..i64::MAX);
-    let rows = sqlx::query(backend.pick(lease_sql!(""), lease_sql!("FOR UPDATE SKIP LOCKED")))
+    let rows = sqlx::query(backend.pick(LEASE_SQLITE, LEASE_POSTGRES))
         .bind(now)
         .bind(limit)
         .bind(until)

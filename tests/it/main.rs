@@ -16,6 +16,7 @@ mod openapi;
 mod operator;
 mod outbound;
 mod recording;
+mod replicas;
 mod service;
 mod structure;
 mod support;

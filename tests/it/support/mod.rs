@@ -13,6 +13,7 @@ pub mod finaz;
 pub mod fs_rules;
 pub mod harness;
 pub mod outbound_driver;
+pub mod postgres;
 pub mod standin;
 
 /// An HTTP client for tests (the process's TLS provider installed first, as the service does).
