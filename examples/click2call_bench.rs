@@ -7,6 +7,9 @@
 //! dedupe, a SQLite insert, `bgapi originate` over the event socket, waiting for
 //! CHANNEL_PROGRESS, two state updates in SQLite, and the info log line (formatted, then
 //! discarded). Client, service and stand-in share the machine's cores.
+//!
+//! With `TEST_POSTGRES_URL` set (a PostgreSQL server; `.ci/postgres` starts one), the same
+//! levels run a second time with the service on a fresh PostgreSQL database, in the same run.
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;
@@ -89,6 +92,22 @@ async fn main() {
     // Production logs every call at info: format them, write them nowhere.
     support::quiet_logs();
 
+    let mut backends = vec![None];
+    let pg = match std::env::var("TEST_POSTGRES_URL") {
+        Ok(_) => support::postgres::database("click2call_bench on PostgreSQL").await,
+        Err(_) => None,
+    };
+    backends.extend(pg.as_ref().map(|db| Some(db.url.clone())));
+    for storage in backends {
+        println!(
+            "\nstorage: {}",
+            storage.as_deref().map_or("SQLite", |_| "PostgreSQL")
+        );
+        run(storage).await;
+    }
+}
+
+async fn run(storage: Option<String>) {
     let fs = StandIn::start().await;
     fs.set_progress_delay(Duration::ZERO);
     // The stand-in still sends RECORD_START for every call; writing the WAV is FreeSWITCH's
@@ -101,10 +120,10 @@ async fn main() {
         format!(
             "[http]\nlisten = \"127.0.0.1:0\"\nrate_limit_per_minute = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n\
              [dialer]\nlisten = \"127.0.0.1:0\"\n[freeswitch]\naddress = \"{}\"\n[recordings]\ndir = \"{}\"\n\
-             [storage]\nurl = \"sqlite://{}\"\n",
+             [storage]\nurl = \"{}\"\n",
             fs.addr(),
             dir.path().join("rec").display(),
-            dir.path().join("bench.db").display()
+            storage.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()))
         ),
     )
     .unwrap();

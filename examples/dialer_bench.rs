@@ -5,6 +5,10 @@
 //! The real service runs in-process with its SQLite file; FreeSWITCH's side of each socket
 //! session is the captured channel data of capture 04a (3.6 KB); Finaz is a local warp server
 //! answering 200 (tests/it/support/finaz.rs).
+//!
+//! With `TEST_POSTGRES_URL` set (`.ci/postgres` starts a server), both measures run again on
+//! a fresh PostgreSQL database, and the drain once more with two service replicas on it (in
+//! this process, sharing its cores), counting webhooks Finaz got twice.
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;
@@ -55,17 +59,16 @@ async fn hand_off(addr: std::net::SocketAddr, call: &str, reply: Vec<u8>) -> Ins
     t0
 }
 
-fn config_file(dir: &std::path::Path, finaz: &FakeFinaz) -> std::path::PathBuf {
-    let file = dir.join("config.toml");
+fn config_file(dir: &std::path::Path, finaz: &FakeFinaz, storage: &str) -> std::path::PathBuf {
+    let file = dir.join(format!("config-{:x}.toml", fastrand::u32(..)));
     std::fs::write(
         &file,
         format!(
             "[http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
              [dialer]\nlisten = \"127.0.0.1:0\"\ntrigger = \"socket\"\n\
              [freeswitch]\naddress = \"127.0.0.1:9\"\n\
-             [finaz]\nanswered_url = \"{}\"\n[storage]\nurl = \"sqlite://{}\"\n",
+             [finaz]\nanswered_url = \"{}\"\n[storage]\nurl = \"{storage}\"\n",
             finaz.template(),
-            dir.join("bench.db").display()
         ),
     )
     .unwrap();
@@ -76,11 +79,35 @@ fn config_file(dir: &std::path::Path, finaz: &FakeFinaz) -> std::path::PathBuf {
 async fn main() {
     // Production logs every call at info: format them, write them nowhere.
     support::quiet_logs();
+    let sqlite =
+        |dir: &tempfile::TempDir| format!("sqlite://{}", dir.path().join("bench.db").display());
+    let d1 = tempfile::tempdir().unwrap();
+    latency(&sqlite(&d1)).await;
+    let d2 = tempfile::tempdir().unwrap();
+    drain(&sqlite(&d2), 1).await;
+    if std::env::var("TEST_POSTGRES_URL").is_ok() {
+        for (what, replicas) in [("latency", 0), ("drain", 1), ("drain", 2)] {
+            let db = support::postgres::database("dialer_bench on PostgreSQL")
+                .await
+                .unwrap();
+            println!(
+                "\nPostgreSQL, {what}{}",
+                if replicas == 2 { ", two replicas" } else { "" }
+            );
+            if replicas == 0 {
+                latency(&db.url).await;
+            } else {
+                drain(&db.url, replicas).await;
+            }
+        }
+    }
+}
 
-    // 1. Latency at a steady rate.
+/// 1. Latency at a steady rate.
+async fn latency(storage: &str) {
     let finaz = FakeFinaz::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (_, cfg) = config::load(Some(&config_file(dir.path(), &finaz))).unwrap();
+    let (_, cfg) = config::load(Some(&config_file(dir.path(), &finaz, storage))).unwrap();
     let service = Service::start(cfg, CancellationToken::new()).await.unwrap();
     let addr = service.dialer_addr.unwrap();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
@@ -114,13 +141,14 @@ async fn main() {
         ms(*lat.last().unwrap())
     );
     service.stop().await;
+}
 
-    // 2. Drain a backlog stored while the service was down.
+/// 2. Drain a backlog stored while the service was down, with `replicas` services on it.
+async fn drain(url: &str, replicas: usize) {
     let finaz = FakeFinaz::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = config_file(dir.path(), &finaz);
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let storage = Storage::open(&url).await.unwrap();
+    let file = config_file(dir.path(), &finaz, url);
+    let storage = Storage::open(url).await.unwrap();
     let template =
         std::sync::Arc::new(AnsweredUrl::parse(&finaz.template()).expect("valid template"));
     let mut writes = Vec::new();
@@ -149,17 +177,30 @@ async fn main() {
         w.await.unwrap();
     }
     storage.close().await;
-    let (_, cfg) = config::load(Some(&file)).unwrap();
     let started = Instant::now();
-    let service = Service::start(cfg, CancellationToken::new()).await.unwrap();
+    let mut services = Vec::new();
+    for _ in 0..replicas {
+        let (_, cfg) = config::load(Some(&file)).unwrap();
+        services.push(Service::start(cfg, CancellationToken::new()).await.unwrap());
+    }
     finaz
-        .wait_for(Duration::from_secs(120), |h| h.len() as u64 >= BACKLOG)
+        .wait_for(Duration::from_secs(120), |h| {
+            let mut cids: Vec<&str> = h.iter().filter_map(|h| param(h, "cid")).collect();
+            cids.sort_unstable();
+            cids.dedup();
+            cids.len() as u64 >= BACKLOG
+        })
         .await;
     let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hits = finaz.hits().len() as u64;
     println!(
-        "backlog of {BACKLOG}: drained in {:.2} s = {:.0} webhooks/s (16 concurrent deliveries)",
+        "backlog of {BACKLOG}: drained in {:.2} s = {:.0} webhooks/s ({replicas} replica(s), 16 concurrent deliveries each); sent twice: {}",
         took.as_secs_f64(),
-        BACKLOG as f64 / took.as_secs_f64()
+        BACKLOG as f64 / took.as_secs_f64(),
+        hits - BACKLOG
     );
-    service.stop().await;
+    for s in services {
+        s.stop().await;
+    }
 }

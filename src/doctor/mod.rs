@@ -119,7 +119,7 @@ async fn storage_check(url: &str) -> Check {
         Err(e) => Check::fail(
             NAME,
             format!("{shown}: {e}"),
-            "check storage.url and the permissions of its directory",
+            "check storage.url: for SQLite the permissions of its directory; for PostgreSQL that the server answers and the user may connect to that database",
         ),
     }
 }
