@@ -2,6 +2,10 @@
 //! in storage first, so a repeated click that reached another replica (or this one after a
 //! restart) joins it; the attempt's outcome is written back for those who joined.
 //!
+//! On SQLite (one process by construction) a click without an `Idempotency-Key` is decided by
+//! this process's memory alone, which spares every click a second write; a key is claimed
+//! in the database on either engine, so it outlives a restart.
+//!
 //! An error travels through the claims table as a short code ([`code`] / [`from_code`]), so a
 //! click joined on another replica gets the same answer, status and reason as the first.
 
@@ -12,10 +16,16 @@ use tokio::sync::watch;
 use super::dedupe::Outcome;
 use super::{Click2CallError, Placed, Request};
 use crate::domain::values::CallId;
-use crate::storage::{ClaimOutcome, ClaimRequest, Claimed, Storage};
+use crate::storage::{Backend, ClaimOutcome, ClaimRequest, Claimed, Storage};
 
 /// How often a click joined to another replica's attempt reads its outcome.
 const POLL: Duration = Duration::from_millis(20);
+
+/// Whether `req` is claimed in the database: always on PostgreSQL (replicas share it), on
+/// SQLite when it carries an `Idempotency-Key`. A claim that is not shared has owner 0.
+pub(super) fn shared(storage: &Storage, req: &Request) -> bool {
+    storage.backend() == Backend::Postgres || req.idempotency_key.is_some()
+}
 
 /// The claim request of `req` with the engine's windows.
 pub(super) fn request(req: &Request, pair: Duration, key: Duration) -> ClaimRequest {

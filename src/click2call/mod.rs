@@ -215,8 +215,14 @@ async fn start(
     joined: tokio::sync::oneshot::Sender<bool>,
 ) {
     let s = &inner.settings;
-    let request = claim::request(&req, s.double_click_window, s.idempotency_window);
-    match claim::claim(&inner.storage, request).await {
+    let claimed = if claim::shared(&inner.storage, &req) {
+        let request = claim::request(&req, s.double_click_window, s.idempotency_window);
+        claim::claim(&inner.storage, request).await
+    } else {
+        // One process on SQLite: this process's memory (`dedupe`) already decided.
+        Ok(Claimed::Own { owner: 0 })
+    };
+    match claimed {
         Err(e) => {
             let _ = joined.send(false);
             let _ = tx.send(Some(Err(e)));
@@ -232,7 +238,9 @@ async fn start(
         }
         Ok(Claimed::Own { owner }) => {
             let _ = joined.send(false);
-            tokio::spawn(claim::settle(inner.storage.clone(), owner, tx.subscribe()));
+            if owner != 0 {
+                tokio::spawn(claim::settle(inner.storage.clone(), owner, tx.subscribe()));
+            }
             let node = match inner.nodes.route(&req.ramal).await {
                 Ok(node) if node.esl.is_connected() => (node.name.clone(), node.esl.clone()),
                 Ok(_) => {

@@ -409,6 +409,30 @@ async fn losing_the_socket_mid_originate_answers_from_what_freeswitch_still_has(
     h.stop().await;
 }
 
+/// An Idempotency-Key is kept in the database: Finaz retrying it after our restart gets the
+/// call placed before the restart, and nothing rings again.
+#[tokio::test]
+async fn an_idempotency_key_outlives_a_restart() {
+    let mut h = Harness::start(Extra::default()).await;
+    h.fs.set_default(Outcome::Answer {
+        ring: Duration::from_secs(30),
+    });
+    let keyed = |h: &Harness| {
+        h.http
+            .post(h.url("/click2call"))
+            .header("idempotency-key", "finaz-req-restart")
+            .json(&json!({"ramal": "1001", "telefone": "41988445566"}))
+    };
+    let first = send(keyed(&h)).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    h.restart_service().await;
+    let again = send(keyed(&h)).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.json()["callid"], first.json()["callid"]);
+    assert_eq!(h.fs.received_lines("bgapi originate").len(), 1, "rang once");
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn double_clicks_and_idempotency_keys_ring_once() {
     let h = Harness::start(Extra::default()).await;
