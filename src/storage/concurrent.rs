@@ -59,8 +59,14 @@ pub(super) fn spawn_workers(pool: AnyPool, rx: mpsc::Receiver<Msg>, n: usize) {
 
 /// One operation in one transaction: committed when it succeeded, rolled back (and its own
 /// error answered) when it failed. A failed BEGIN drops the job: its caller is told the
-/// write was abandoned.
+/// write was abandoned. An operation that needs no savepoint (one statement, or statements
+/// each a fact on its own) runs without BEGIN and COMMIT: each statement commits by itself,
+/// as durably, in one round trip instead of three (the database's CPU is what limits a
+/// small host: measured by the click2call benchmark).
 async fn alone(pool: &AnyPool, conn: &mut Option<PoolConnection<Any>>, job: Job) {
+    if !job.savepoint {
+        return autocommit(pool, conn, job).await;
+    }
     let outcome = async {
         if conn.is_none() {
             *conn = Some(pool.acquire().await?);
@@ -88,4 +94,19 @@ async fn alone(pool: &AnyPool, conn: &mut Option<PoolConnection<Any>>, job: Job)
             *conn = None;
         }
     }
+}
+
+async fn autocommit(pool: &AnyPool, conn: &mut Option<PoolConnection<Any>>, job: Job) {
+    if conn.is_none() {
+        match pool.acquire().await {
+            Ok(c) => *conn = Some(c),
+            Err(e) => {
+                tracing::error!(error = %e, "storage connection unavailable");
+                return;
+            }
+        }
+    }
+    let c = conn.as_mut().expect("just acquired");
+    let ran = (job.run)(&mut *c).await;
+    (ran.answer)(None);
 }

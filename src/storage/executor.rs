@@ -37,7 +37,7 @@ pub(super) struct Ran {
 pub(super) type Run = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Ran> + Send>;
 
 pub(super) struct Job {
-    savepoint: bool,
+    pub(super) savepoint: bool,
     pub(super) run: Run,
 }
 

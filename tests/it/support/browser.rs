@@ -18,7 +18,8 @@ pub fn missing() -> Option<String> {
         .map(|p| format!("{p} is not installed (Debian: apt-get install chromium chromium-driver)"))
 }
 
-/// One browser session; the driver is killed on drop.
+/// One browser session; on drop it is ended (chromedriver then quits Chromium) and the driver
+/// killed. Killing the driver alone left Chromium's processes running after every test run.
 pub struct Browser {
     driver: Child,
     base: String,
@@ -161,6 +162,19 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Drop cannot await: a blocking `DELETE /session/{id}`, which waits for Chromium to
+        // quit.
+        use std::io::{Read, Write};
+        let addr = self.base.trim_start_matches("http://").to_string();
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                s,
+                "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            let _ = s.read_to_end(&mut Vec::new());
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
