@@ -56,10 +56,14 @@ impl Storage {
     /// Claims the attempt's keys, or finds the attempt that holds them.
     pub async fn claim_click2call(&self, req: ClaimRequest) -> Result<Claimed, StorageError> {
         let backend = self.backend;
+        // Without a key: at most an expiry and one upsert, each a fact on its own.
+        let op = if req.idempotency_key.is_some() {
+            Op::several("claim_click2call")
+        } else {
+            Op::independent("claim_click2call")
+        };
         self.exec
-            .run(Op::several("claim_click2call"), move |c| {
-                claim(c, backend, req, now_ms()).boxed()
-            })
+            .run(op, move |c| claim(c, backend, req, now_ms()).boxed())
             .await
     }
 
@@ -123,8 +127,9 @@ impl Storage {
     }
 }
 
-/// Inserts `key` for `owner`, or takes it over when its attempt expired or failed. Returns
-/// the owner that holds the key afterwards.
+/// Inserts `key` for `owner`, or takes it over when its attempt expired or failed; returns
+/// the owner that holds the key afterwards. One statement either way (a row kept is
+/// rewritten with its own values), so a click without a key costs one round trip.
 async fn upsert(
     c: &mut AnyConnection,
     key: &str,
@@ -133,13 +138,24 @@ async fn upsert(
     expires_at: i64,
     now: i64,
 ) -> Result<i64, sqlx::Error> {
-    let won: Option<i64> = sqlx::query_scalar(
+    sqlx::query_scalar(
         "INSERT INTO click2call_claims (claim_key, ramal, telefone, owner, expires_at)
          VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (claim_key) DO UPDATE SET ramal = excluded.ramal,
-             telefone = excluded.telefone, owner = excluded.owner, call_id = NULL,
-             answered = NULL, failure = NULL, expires_at = excluded.expires_at
-          WHERE click2call_claims.expires_at <= $6 OR click2call_claims.failure IS NOT NULL
+         ON CONFLICT (claim_key) DO UPDATE SET
+           ramal = CASE WHEN click2call_claims.expires_at <= $6 OR click2call_claims.failure IS NOT NULL
+                        THEN excluded.ramal ELSE click2call_claims.ramal END,
+           telefone = CASE WHEN click2call_claims.expires_at <= $6 OR click2call_claims.failure IS NOT NULL
+                        THEN excluded.telefone ELSE click2call_claims.telefone END,
+           owner = CASE WHEN click2call_claims.expires_at <= $6 OR click2call_claims.failure IS NOT NULL
+                        THEN excluded.owner ELSE click2call_claims.owner END,
+           call_id = CASE WHEN click2call_claims.expires_at <= $6 OR click2call_claims.failure IS NOT NULL
+                        THEN NULL ELSE click2call_claims.call_id END,
+           answered = CASE WHEN click2call_claims.expires_at <= $6 OR click2call_claims.failure IS NOT NULL
+                        THEN NULL ELSE click2call_claims.answered END,
+           expires_at = CASE WHEN click2call_claims.expires_at <= $6 OR click2call_claims.failure IS NOT NULL
+                        THEN excluded.expires_at ELSE click2call_claims.expires_at END,
+           failure = CASE WHEN click2call_claims.expires_at <= $6 OR click2call_claims.failure IS NOT NULL
+                        THEN NULL ELSE click2call_claims.failure END
          RETURNING owner",
     )
     .bind(key)
@@ -148,17 +164,8 @@ async fn upsert(
     .bind(owner)
     .bind(expires_at)
     .bind(now)
-    .fetch_optional(&mut *c)
-    .await?;
-    match won {
-        Some(o) => Ok(o),
-        None => {
-            sqlx::query_scalar("SELECT owner FROM click2call_claims WHERE claim_key = $1")
-                .bind(key)
-                .fetch_one(&mut *c)
-                .await
-        }
-    }
+    .fetch_one(&mut *c)
+    .await
 }
 
 /// Expired rows, a few at a time. On PostgreSQL claims run at once on several connections:
