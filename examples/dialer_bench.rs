@@ -194,8 +194,17 @@ async fn drain(url: &str, replicas: usize) {
     let took = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let hits = finaz.hits().len() as u64;
+    let by: Vec<u64> = services
+        .iter()
+        .map(|s| {
+            s.outbox
+                .stats
+                .delivered
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .collect();
     println!(
-        "backlog of {BACKLOG}: drained in {:.2} s = {:.0} webhooks/s ({replicas} replica(s), 16 concurrent deliveries each); sent twice: {}",
+        "backlog of {BACKLOG}: drained in {:.2} s = {:.0} webhooks/s ({replicas} replica(s), 16 concurrent deliveries each, delivered by each: {by:?}); sent twice: {}",
         took.as_secs_f64(),
         BACKLOG as f64 / took.as_secs_f64(),
         hits - BACKLOG
