@@ -261,9 +261,11 @@ impl Service {
                 shutdown.child_token(),
             ));
         }
+        let every_node: Vec<Client> = nodes.all().iter().map(|n| n.esl.clone()).collect();
         for node in nodes.all() {
             tasks.spawn(recordings::reconcile::run(
                 node.esl.clone(),
+                every_node.clone(),
                 storage.clone(),
                 crate::storage::now_ms(),
                 shutdown.child_token(),

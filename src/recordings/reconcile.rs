@@ -11,16 +11,23 @@ use crate::storage::{CallState, Storage};
 /// Open rows checked per storage query.
 const PAGE: i64 = 500;
 
-/// Reconciles each time the event socket (re)connects, until `shutdown`. `started_at`
-/// (unix ms): click2call calls created before it have no task following them.
-pub async fn run(esl: Client, storage: Storage, started_at: i64, shutdown: CancellationToken) {
+/// Reconciles each time `esl` (one node's event socket) (re)connects, until `shutdown`,
+/// asking every node in `all` (a leg is on one of them). `started_at` (unix ms): click2call
+/// calls created before it have no task following them.
+pub async fn run(
+    esl: Client,
+    all: Vec<Client>,
+    storage: Storage,
+    started_at: i64,
+    shutdown: CancellationToken,
+) {
     let mut state = esl.watch_state();
     loop {
         tokio::select! {
             r = state.wait_for(|s| *s == ConnectionState::Connected) => if r.is_err() { return },
             _ = shutdown.cancelled() => return,
         }
-        match pass(&esl, &storage, started_at).await {
+        match pass(&all, &storage, started_at).await {
             Ok(0) => {}
             Ok(closed) => tracing::info!(
                 closed,
@@ -36,8 +43,9 @@ pub async fn run(esl: Client, storage: Storage, started_at: i64, shutdown: Cance
     }
 }
 
-/// One walk over the open rows; how many legs were closed.
-pub async fn pass(esl: &Client, storage: &Storage, started_at: i64) -> Result<usize, String> {
+/// One walk over the open rows; how many legs were closed. A leg is closed only when every
+/// node says it has no such channel; one that cannot be asked keeps it open.
+pub async fn pass(nodes: &[Client], storage: &Storage, started_at: i64) -> Result<usize, String> {
     let mut after = String::new();
     let mut closed = 0;
     loop {
@@ -50,7 +58,7 @@ pub async fn pass(esl: &Client, storage: &Storage, started_at: i64) -> Result<us
         };
         after = last.clone();
         for (leg, is_call) in &page {
-            if leg_exists(esl, leg).await? {
+            if leg_exists_anywhere(nodes, leg).await? {
                 continue;
             }
             storage
@@ -65,6 +73,24 @@ pub async fn pass(esl: &Client, storage: &Storage, started_at: i64) -> Result<us
             }
             closed += 1;
         }
+    }
+}
+
+/// Whether any node has channel `leg`: true when one says so, or when one could not be
+/// asked (the leg may be there); an error when none could be asked.
+async fn leg_exists_anywhere(nodes: &[Client], leg: &str) -> Result<bool, String> {
+    let (mut answered, mut error) = (false, None);
+    for esl in nodes {
+        match leg_exists(esl, leg).await {
+            Ok(true) => return Ok(true),
+            Ok(false) => answered = true,
+            Err(e) => error = Some(e),
+        }
+    }
+    match error {
+        None => Ok(false),
+        Some(_) if answered => Ok(true),
+        Some(e) => Err(e),
     }
 }
 

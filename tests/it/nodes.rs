@@ -193,3 +193,74 @@ async fn one_node_asks_nothing_before_an_originate() {
     assert!(!events[0].contains("sofia::register"), "{events:?}");
     h.stop().await;
 }
+
+/// After node a reconnects, what storage thinks is open is checked against FreeSWITCH: a
+/// recording still running on node b stays open (node a has no such channel, but b does),
+/// and is closed once no node has its channel.
+#[tokio::test]
+async fn a_reconnect_closes_only_what_no_node_still_has() {
+    use finaz_freeswitch::storage::RecordingState;
+    let a = StandIn::start().await;
+    let b = StandIn::start().await;
+    a.set_registered(&["1001"]);
+    b.set_registered(&["2001"]);
+    let extra = two_nodes(&a, &b);
+    let mut h = Harness::start_with(a, extra).await;
+    b.set_disk(&h.recordings(), &h.dir.path().join("fs-b"));
+    all_connected(&h).await;
+    let (status, body) = post(&h, "2001").await;
+    assert_eq!(status, 200, "{body}");
+    let call = body["callid"].as_str().unwrap().to_string();
+    let storage = h.service().storage.clone();
+    let recording = || async {
+        storage
+            .recordings_for_call(&call)
+            .await
+            .unwrap()
+            .first()
+            .map(|r| r.state)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while recording().await != Some(RecordingState::Recording) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RECORD_START never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reconnect_a = async |h: &mut Harness| {
+        let before = h.service().nodes.all()[0]
+            .esl
+            .stats()
+            .reconnects
+            .load(std::sync::atomic::Ordering::Relaxed);
+        h.fs.restart().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while h.service().nodes.all()[0]
+            .esl
+            .stats()
+            .reconnects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == before
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node a never reconnected"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The pass asks both nodes about every open leg.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    reconnect_a(&mut h).await;
+    assert_eq!(
+        recording().await,
+        Some(RecordingState::Recording),
+        "b still records it"
+    );
+    // b loses the channel without a word (events missed): the next pass closes it.
+    b.forget_channel(&call);
+    reconnect_a(&mut h).await;
+    assert_eq!(recording().await, Some(RecordingState::Done));
+    h.stop().await;
+}
