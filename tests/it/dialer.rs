@@ -218,9 +218,30 @@ async fn finaz_failing_then_succeeding_gets_it_once_with_backoff_and_retry_after
 
 #[tokio::test]
 async fn an_entry_past_its_age_is_dead_and_the_cli_revives_it() {
+    dead_then_revived_by_the_cli(None).await;
+}
+
+/// The same on PostgreSQL: `outbox list` and `outbox retry` work against either backend.
+#[tokio::test]
+async fn the_cli_revives_a_dead_entry_on_postgres_too() {
+    let Some(db) = crate::support::postgres::database("outbox CLI on PostgreSQL").await else {
+        return;
+    };
+    dead_then_revived_by_the_cli(Some(db.url.clone())).await;
+}
+
+async fn dead_then_revived_by_the_cli(storage_url: Option<String>) {
     let finaz = FakeFinaz::start().await;
     finaz.set_default(500);
-    let h = harness(&finaz, "max_retry_age = \"1s\"", "").await;
+    let h = Harness::start(Extra {
+        finaz: format!(
+            "answered_url = \"{}\"\nmax_retry_age = \"1s\"",
+            finaz.template()
+        ),
+        storage_url,
+        ..Extra::default()
+    })
+    .await;
     let call = "d1a1e700-0000-4000-8000-000000000045";
     drive(
         h.dialer(),
