@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("migrations/0008_outbox_delivered_at.sql")),
     (9, include_str!("migrations/0009_click2call_claims.sql")),
     (10, include_str!("migrations/0010_calls_node.sql")),
+    (11, include_str!("migrations/0011_outbox_leased_until.sql")),
 ];
 
 /// Migrations spelt differently on PostgreSQL; every other one is the same text.

@@ -176,7 +176,7 @@ impl Storage {
                 async move {
                     sqlx::query(
                         "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = $2,
-                            last_error = NULL WHERE id = $1 AND state = 'pending'",
+                            last_error = NULL, leased_until = NULL WHERE id = $1 AND state = 'pending'",
                     )
                     .bind(id)
                     .bind(at)
@@ -204,7 +204,7 @@ impl Storage {
             .run(Op::one("mark_failed"), move |c| {
                 async move {
                     sqlx::query(
-                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3,
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3, leased_until = NULL,
                             state = CASE WHEN $4 THEN 'dead' ELSE 'pending' END
                          WHERE id = $1 AND state = 'pending' AND lease = $5",
                     )
@@ -222,10 +222,12 @@ impl Storage {
             .await
     }
 
-    /// Makes every pending entry due now (at startup: Finaz may have come back meanwhile).
+    /// Makes every pending entry due now (at startup: Finaz may have come back meanwhile),
+    /// but those out with a replica under a live lease.
     pub async fn retry_pending_now(&self) -> Result<u64, StorageError> {
         let done = sqlx::query(
-            "UPDATE outbox SET next_attempt_at = $1 WHERE state = 'pending' AND next_attempt_at > $1",
+            "UPDATE outbox SET next_attempt_at = $1 WHERE state = 'pending' AND next_attempt_at > $1
+               AND (leased_until IS NULL OR leased_until <= $1)",
         )
         .bind(now_ms())
         .execute(&self.pool)
@@ -314,7 +316,7 @@ async fn report_dialer(c: &mut AnyConnection, r: DialerReport) -> Result<Reporte
 /// `until`, in one statement (on PostgreSQL `SKIP LOCKED`: a replica leasing at once takes
 /// others instead of waiting). Returned as updated, in id order.
 const LEASE_SQLITE: &str = concat!(
-    "UPDATE outbox SET next_attempt_at = $3, lease = $4
+    "UPDATE outbox SET next_attempt_at = $3, lease = $4, leased_until = $3
       WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1
                     ORDER BY next_attempt_at, id LIMIT $2)
       RETURNING ",
@@ -327,7 +329,7 @@ const LEASE_SQLITE: &str = concat!(
 const LEASE_POSTGRES: &str = concat!(
     "WITH due AS (SELECT id AS due_id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1
                    ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
-     UPDATE outbox SET next_attempt_at = $3, lease = $4 FROM due WHERE outbox.id = due.due_id
+     UPDATE outbox SET next_attempt_at = $3, lease = $4, leased_until = $3 FROM due WHERE outbox.id = due.due_id
      RETURNING ",
     entry_columns!()
 );
@@ -462,6 +464,20 @@ mod tests {
             .unwrap();
             assert_eq!(s.retry_pending_now().await.unwrap(), 1);
             assert!(s.next_due().await.unwrap().unwrap() <= now_ms());
+            // An entry out with a replica right now is left to it.
+            let out = s.lease_due(now_ms(), 10, now_ms() + 60_000).await.unwrap();
+            assert_eq!(out.len(), 1);
+            assert_eq!(
+                s.retry_pending_now().await.unwrap(),
+                0,
+                "leased: not made due"
+            );
+            assert!(
+                s.lease_due(now_ms(), 10, now_ms() + 60_000)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
         }
     }
 
