@@ -84,6 +84,9 @@ pub struct Node {
     pub recordings_dir: PathBuf,
     /// The node's `domain` variable, once read (cleared on reconnect).
     domain: Mutex<Option<String>>,
+    /// The `Core-UUID` its events carry (learnt from them when there are several nodes):
+    /// which node a dialer hand-off came from.
+    core_uuid: Mutex<Option<String>>,
 }
 
 /// Why no node can take an extension's call.
@@ -132,6 +135,7 @@ impl Nodes {
                     esl,
                     recordings_dir: c.recordings_dir.clone(),
                     domain: Mutex::new(None),
+                    core_uuid: Mutex::new(None),
                 }
             })
             .collect();
@@ -173,16 +177,22 @@ impl Nodes {
             .unwrap_or_else(|| self.first())
     }
 
-    /// The node at `ip` (its address is that IP), or the first: which node handed a dialer
-    /// call to the outbound socket.
-    pub fn by_peer(&self, ip: std::net::IpAddr) -> &Node {
-        self.inner
-            .list
-            .iter()
-            .find(|n| {
-                n.address
-                    .parse::<std::net::SocketAddr>()
-                    .is_ok_and(|a| a.ip() == ip)
+    /// Which node handed a dialer call to the outbound socket: the one whose events carry
+    /// the hand-off's `Core-UUID`, else the one whose address is the peer's IP, else the
+    /// first.
+    pub fn of_handoff(&self, core_uuid: Option<&str>, ip: std::net::IpAddr) -> &Node {
+        let list = &self.inner.list;
+        core_uuid
+            .and_then(|c| {
+                list.iter()
+                    .find(|n| n.core_uuid.lock().expect("lock").as_deref() == Some(c))
+            })
+            .or_else(|| {
+                list.iter().find(|n| {
+                    n.address
+                        .parse::<std::net::SocketAddr>()
+                        .is_ok_and(|a| a.ip() == ip)
+                })
             })
             .unwrap_or_else(|| self.first())
     }
@@ -259,7 +269,7 @@ impl Nodes {
             .remove(ramal.as_str());
     }
 
-    /// Extensions whose registration is known (tests, the console).
+    /// Extensions whose registration is known (for tests).
     pub fn known_registrations(&self) -> usize {
         self.inner.registered.lock().expect("lock").len()
     }
@@ -297,7 +307,8 @@ async fn contact(node: &Node, ramal: &Ramal) -> Option<bool> {
     Some(!(answer.is_empty() || answer.starts_with("error/") || answer.starts_with("-ERR")))
 }
 
-/// Follows node `i`'s registration events into the cache; forgets its domain on reconnect.
+/// Follows node `i`'s registration events into the cache and learns its `Core-UUID`;
+/// forgets its domain on reconnect.
 async fn learn(nodes: Nodes, i: usize, shutdown: CancellationToken) {
     let node = &nodes.inner.list[i];
     let mut events = node.esl.subscribe(4096);
@@ -315,6 +326,12 @@ async fn learn(nodes: Nodes, i: usize, shutdown: CancellationToken) {
             }
             e = events.recv() => {
                 let Some(e) = e else { return };
+                if let Some(core) = e.header("Core-UUID") {
+                    let mut known = node.core_uuid.lock().expect("lock");
+                    if known.as_deref() != Some(core.as_ref()) {
+                        *known = Some(core.into_owned());
+                    }
+                }
                 let Some(sub) = e.header("Event-Subclass") else { continue };
                 let Some(user) = e.header("from-user").or_else(|| e.header("username")) else {
                     continue;

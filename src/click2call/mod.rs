@@ -222,22 +222,19 @@ async fn start(
         // One process on SQLite: this process's memory (`dedupe`) already decided.
         Ok(Claimed::Own { owner: 0 })
     };
+    let _ = joined.send(matches!(claimed, Ok(Claimed::Join { .. })));
     match claimed {
         Err(e) => {
-            let _ = joined.send(false);
             let _ = tx.send(Some(Err(e)));
         }
         Ok(Claimed::KeyReused) => {
-            let _ = joined.send(false);
             let _ = tx.send(Some(Err(Click2CallError::KeyReused)));
         }
         Ok(Claimed::Join { owner }) => {
-            let _ = joined.send(true);
             let patience = s.response_timeout + Duration::from_secs(1);
             let _ = tx.send(claim::follow(&inner.storage, owner, patience).await);
         }
         Ok(Claimed::Own { owner }) => {
-            let _ = joined.send(false);
             if owner != 0 {
                 tokio::spawn(claim::settle(inner.storage.clone(), owner, tx.subscribe()));
             }

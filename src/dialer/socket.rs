@@ -49,14 +49,13 @@ pub async fn serve(
     accept::serve(listener, how, shutdown, |sock, peer, ticket| {
         let reporter = reporter.clone();
         let vars = vars.clone();
-        // The node whose address the hand-off came from (the first when none matches).
-        let node = nodes.by_peer(peer.ip()).name.clone();
+        let nodes = nodes.clone();
         async move {
             let _ticket = ticket;
             // Counted down on every way out, a panic included.
             let _active = Active::enter(reporter.stats.clone());
             tracing::trace!(%peer, "dialer session accepted");
-            session(sock, &reporter, &vars, node).await;
+            session(sock, &reporter, &vars, &nodes, peer.ip()).await;
             tracing::trace!(%peer, "dialer session closed");
         }
     })
@@ -79,7 +78,13 @@ impl Drop for Active {
     }
 }
 
-async fn session(sock: TcpStream, reporter: &Reporter, vars: &DialerConfig, node: Arc<str>) {
+async fn session(
+    sock: TcpStream,
+    reporter: &Reporter,
+    vars: &DialerConfig,
+    nodes: &Nodes,
+    peer: std::net::IpAddr,
+) {
     let _ = sock.set_nodelay(true);
     let deadline = tokio::time::Instant::now() + vars.session_timeout;
     let mut session = OutboundSession::new(sock);
@@ -109,7 +114,8 @@ async fn session(sock: TcpStream, reporter: &Reporter, vars: &DialerConfig, node
     let report = async {
         match Answered::from_socket(&data, vars) {
             Ok(mut answered) => {
-                answered.node = Some(node);
+                let core = data.header("Core-UUID");
+                answered.node = Some(nodes.of_handoff(core.as_deref(), peer).name.clone());
                 // Keep the session (the call waits parked in `socket`) until the webhook is
                 // durable, but never past the deadline: the call matters more. The report
                 // goes on storing (and retrying) after the session is released.

@@ -108,5 +108,9 @@ async fn autocommit(pool: &AnyPool, conn: &mut Option<PoolConnection<Any>>, job:
     }
     let c = conn.as_mut().expect("just acquired");
     let ran = (job.run)(&mut *c).await;
+    if !ran.ok {
+        // Maybe the connection broke: the next operation starts on a checked one.
+        *conn = None;
+    }
     (ran.answer)(None);
 }

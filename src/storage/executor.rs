@@ -99,7 +99,7 @@ fn closed() -> StorageError {
 }
 
 /// The operation was queued but never ran: storage closed, or its batch failed first.
-pub(super) fn abandoned() -> StorageError {
+fn abandoned() -> StorageError {
     StorageError::Write("storage write abandoned (storage closed or its batch failed)".into())
 }
 

@@ -109,10 +109,14 @@ async fn the_console_in_a_real_browser_shows_calls_plays_recordings_and_retries_
         .replace("{cid}", call)
         .replace(['{', '}'], "");
     h.dead_webhook(call, url).await;
+    // Its row with a Retry button: a refresh from before it died shows it under Pending,
+    // without one (seen when the machine was loaded).
     b.until(
-        "the dead webhook",
+        "the dead webhook's Retry",
         Duration::from_secs(5),
-        "return [...document.querySelectorAll('#webhooks td')].some(td => td.textContent === arguments[0])",
+        "return [...document.querySelectorAll('#webhooks tr')].some(tr =>
+             [...tr.querySelectorAll('td')].some(td => td.textContent === arguments[0])
+             && tr.querySelector('form input[name=id]'))",
         json!([call]),
     )
     .await;

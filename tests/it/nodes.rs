@@ -264,3 +264,37 @@ async fn a_reconnect_closes_only_what_no_node_still_has() {
     assert_eq!(recording().await, Some(RecordingState::Done));
     h.stop().await;
 }
+
+/// A dialer hand-off names its switch with `Core-UUID`: the call is recorded on the node
+/// whose events carry it, even with both nodes on one IP (ports differ), and on the node
+/// whose address is the peer's IP otherwise.
+#[tokio::test]
+async fn a_hand_off_is_recorded_on_the_node_it_came_from() {
+    use crate::support::outbound_driver::{connect_reply_with, drive};
+    let a = StandIn::start().await;
+    let b = StandIn::start().await;
+    let extra = two_nodes(&a, &b);
+    let h = Harness::start_with(a, extra).await;
+    all_connected(&h).await;
+    // Any event teaches the adapter b's Core-UUID (a phone registering, here).
+    b.register("2001");
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while h.service().nodes.known_registrations() < 1 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (call, core, node) in [
+        ("d1a1e700-0000-4000-8000-0000000000b1", b.core_uuid(), "b"),
+        (
+            "d1a1e700-0000-4000-8000-0000000000a1",
+            h.fs.core_uuid(),
+            "a",
+        ),
+    ] {
+        let reply = connect_reply_with(call, &[("finaz_crm_id", "CRM-1")], &[("Core-UUID", core)]);
+        drive(h.dialer(), reply, Duration::from_secs(5)).await;
+        let row = h.service().storage.find_call(call).await.unwrap().unwrap();
+        assert_eq!(row.node.as_deref(), Some(node), "{call}");
+    }
+    h.stop().await;
+}

@@ -228,8 +228,11 @@ async fn a_thousand_hand_offs_over_two_replicas_give_a_thousand_webhooks_despite
         let addr = format!("127.0.0.1:{to}").parse().unwrap();
         tokio::spawn(drive(addr, reply, Duration::from_secs(10)))
     };
+    // 500 answered calls a second: a busy dialer, without starving the tests running beside.
+    let mut pace = tokio::time::interval(Duration::from_millis(2));
     let mut sessions = Vec::new();
     for i in 0..300 {
+        pace.tick().await;
         let to = if i % 2 == 0 { r1.dialer } else { r2.dialer };
         sessions.push(hand_off(i, to));
     }
@@ -253,6 +256,7 @@ async fn a_thousand_hand_offs_over_two_replicas_give_a_thousand_webhooks_despite
     finaz.set_delay(Duration::from_millis(300));
     let before = finaz.hits().len();
     for i in 300..500 {
+        pace.tick().await;
         let to = if i % 2 == 0 { r1.dialer } else { r2.dialer };
         sessions.push(hand_off(i, to));
     }
@@ -273,6 +277,7 @@ async fn a_thousand_hand_offs_over_two_replicas_give_a_thousand_webhooks_despite
     tokio::time::sleep(Duration::from_millis(150)).await;
     r1.process.signal("-KILL").await;
     for i in 500..1000 {
+        pace.tick().await;
         sessions.push(hand_off(i, r2.dialer));
     }
     for s in sessions.drain(..) {

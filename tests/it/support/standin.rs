@@ -65,6 +65,9 @@ struct State {
     /// Where this switch's disk is seen from the adapter (an NFS mount): a recording
     /// FreeSWITCH writes at `.0/x` lands in `.1/x`, while its events still say `.0/x`.
     disk: Mutex<Option<(std::path::PathBuf, std::path::PathBuf)>>,
+    /// This switch's `Core-UUID`: every event it sends carries it (each FreeSWITCH instance
+    /// has its own; the captures' is replaced).
+    core_uuid: String,
     /// A hung switch: connections stay open (and new ones are accepted by the kernel), but
     /// nothing is read or written until thawed.
     frozen: tokio::sync::watch::Sender<bool>,
@@ -120,6 +123,7 @@ impl StandIn {
             write_files: std::sync::atomic::AtomicBool::new(true),
             registered: Mutex::new(None),
             disk: Mutex::new(None),
+            core_uuid: uuid::Uuid::new_v4().to_string(),
             frozen: tokio::sync::watch::channel(false).0,
             conns: Mutex::new(Vec::new()),
         });
@@ -185,9 +189,12 @@ impl StandIn {
 
     /// Sends a plain event (its inner body) to every authenticated connection.
     pub fn emit(&self, body: &str) {
-        for (c, _) in self.state.conns.lock().unwrap().iter() {
-            c.send_event(body);
-        }
+        broadcast(&self.state, body);
+    }
+
+    /// The `Core-UUID` in this switch's events.
+    pub fn core_uuid(&self) -> &str {
+        &self.state.core_uuid
     }
 
     /// A channel FreeSWITCH now has (a leg the test plays): `uuid_exists` says true and
@@ -667,9 +674,25 @@ async fn read_command(
 }
 
 fn broadcast(state: &State, body: &str) {
+    let body = own_core_uuid(body, &state.core_uuid);
     for (c, _) in state.conns.lock().unwrap().iter() {
-        c.send_event(body);
+        c.send_event(&body);
     }
+}
+
+/// `body` with its `Core-UUID` header (if any) saying `core`.
+fn own_core_uuid(body: &str, core: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    for line in body.split_inclusive('\n') {
+        if line.starts_with("Core-UUID: ") {
+            out.push_str("Core-UUID: ");
+            out.push_str(core);
+            out.push('\n');
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// The WAV FreeSWITCH leaves: 8 kHz mono 16-bit, one second of a ramp per call.
