@@ -161,6 +161,27 @@ mod tests {
     use crate::storage::{Storage, test_storage as temp};
     use sqlx::sqlite::SqlitePoolOptions;
 
+    /// Replicas started together on a fresh PostgreSQL database migrate once: the advisory
+    /// lock makes the others wait and find everything applied.
+    #[tokio::test]
+    async fn replicas_starting_together_migrate_once() {
+        let Some(admin) = crate::storage::testing::postgres_admin_url() else {
+            return;
+        };
+        let (_guard, url) = crate::storage::testing::postgres_database(&admin).await;
+        let opened = futures_util::future::join_all((0..4).map(|_| Storage::open(&url))).await;
+        for s in opened {
+            s.expect("every replica opens").close().await;
+        }
+        let s = Storage::open(&url).await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, MIGRATIONS.len() as i64);
+        s.close().await;
+    }
+
     #[test]
     fn postgres_spells_only_what_differs() {
         for (v, pg) in POSTGRES_SPELLING {

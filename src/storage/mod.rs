@@ -31,7 +31,7 @@ mod outbox;
 mod recordings;
 pub mod retention;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 #[cfg(test)]
 pub(crate) use testing::test_backends;
 
