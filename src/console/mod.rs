@@ -38,8 +38,8 @@ const DAY_MS: i64 = 86_400_000;
 /// What the console is built from.
 pub struct Parts {
     pub storage: Storage,
-    pub esl: Client,
-    pub esl_address: String,
+    /// Every node: its name, address and event socket client.
+    pub nodes: Vec<(String, String, Client)>,
     pub outbox: Outbox,
     pub recordings: Recordings,
     pub series: Series,
@@ -54,7 +54,6 @@ pub struct Parts {
 /// The running service's parts the console is built from ([`Console::for_service`]).
 pub struct Wiring {
     pub storage: Storage,
-    /// The console follows the first node's connection.
     pub nodes: Nodes,
     pub outbox: Outbox,
     pub http: Arc<HttpStats>,
@@ -64,17 +63,17 @@ pub struct Wiring {
 /// The console's state; cheap to share.
 pub struct Console {
     parts: Parts,
-    link: Arc<Mutex<EslView>>,
+    /// Each node's connection as last seen, in `parts.nodes` order.
+    links: Vec<Arc<Mutex<EslView>>>,
     started: Instant,
 }
 
 impl Console {
     /// The console of a service running `config`, with its charts' sampler started.
     pub fn for_service(config: &Config, w: Wiring, shutdown: CancellationToken) -> Arc<Console> {
-        let esl = w.nodes.first().esl.clone();
         let series = Series::start(
             series::Sources {
-                esl: esl.clone(),
+                esl: w.nodes.all().iter().map(|n| n.esl.clone()).collect(),
                 http: w.http,
                 outbox: w.outbox.stats.clone(),
             },
@@ -82,8 +81,12 @@ impl Console {
         );
         let parts = Parts {
             recordings: Recordings::new(w.storage.clone(), w.nodes.clone(), &config.recordings),
-            esl_address: w.nodes.first().address.clone(),
-            esl,
+            nodes: w
+                .nodes
+                .all()
+                .iter()
+                .map(|n| (n.name.to_string(), n.address.clone(), n.esl.clone()))
+                .collect(),
             outbox: w.outbox,
             series,
             retry_for: config.finaz.max_retry_age,
@@ -102,48 +105,24 @@ impl Console {
         Console::start(parts, shutdown)
     }
 
-    /// Starts following the event socket's connection (since when, last error) until
-    /// `shutdown`.
+    /// Starts following each node's connection (since when, last error) until `shutdown`.
     pub fn start(parts: Parts, shutdown: CancellationToken) -> Arc<Console> {
-        let link = Arc::new(Mutex::new(EslView {
-            address: parts.esl_address.clone(),
-            ..EslView::default()
-        }));
-        let mut state = parts.esl.watch_state();
-        let follow = link.clone();
-        tokio::spawn(async move {
-            loop {
-                {
-                    let now = now_ms();
-                    let mut l = follow.lock().expect("lock");
-                    match &*state.borrow_and_update() {
-                        ConnectionState::Connected => {
-                            l.connected = true;
-                            l.since = Some(now);
-                        }
-                        ConnectionState::Disconnected { reason } => {
-                            // The state before the first attempt is no error.
-                            let before_any = !l.connected
-                                && l.last_error.is_none()
-                                && reason == "not connected yet";
-                            if !before_any {
-                                l.last_error = Some((now, reason.clone()));
-                            }
-                            l.connected = false;
-                            l.since = None;
-                        }
-                        ConnectionState::Stopped => return,
-                    }
-                }
-                tokio::select! {
-                    changed = state.changed() => if changed.is_err() { return },
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        });
+        let links = parts
+            .nodes
+            .iter()
+            .map(|(name, address, esl)| {
+                let link = Arc::new(Mutex::new(EslView {
+                    name: name.clone(),
+                    address: address.clone(),
+                    ..EslView::default()
+                }));
+                tokio::spawn(follow(esl.watch_state(), link.clone(), shutdown.clone()));
+                link
+            })
+            .collect();
         Arc::new(Console {
             parts,
-            link,
+            links,
             started: Instant::now(),
         })
     }
@@ -153,12 +132,19 @@ impl Console {
         let p = &self.parts;
         let now = now_ms();
         let (filter, form) = filter(query, now);
-        let mut esl = self.link.lock().expect("lock").clone();
-        esl.reconnects = p
-            .esl
-            .stats()
-            .reconnects
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let esl = self
+            .links
+            .iter()
+            .zip(&p.nodes)
+            .map(|(link, (_, _, client))| {
+                let mut v = link.lock().expect("lock").clone();
+                v.reconnects = client
+                    .stats()
+                    .reconnects
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                v
+            })
+            .collect();
         Ok(View {
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: self.started.elapsed().as_secs(),
@@ -256,6 +242,41 @@ impl Console {
             }
         };
         crate::http::recording::serve_found(&self.parts.recordings, method, headers, &call).await
+    }
+}
+
+/// Keeps `link` up to date with one node's connection state until `shutdown`.
+async fn follow(
+    mut state: tokio::sync::watch::Receiver<ConnectionState>,
+    link: Arc<Mutex<EslView>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        {
+            let now = now_ms();
+            let mut l = link.lock().expect("lock");
+            match &*state.borrow_and_update() {
+                ConnectionState::Connected => {
+                    l.connected = true;
+                    l.since = Some(now);
+                }
+                ConnectionState::Disconnected { reason } => {
+                    // The state before the first attempt is no error.
+                    let before_any =
+                        !l.connected && l.last_error.is_none() && reason == "not connected yet";
+                    if !before_any {
+                        l.last_error = Some((now, reason.clone()));
+                    }
+                    l.connected = false;
+                    l.since = None;
+                }
+                ConnectionState::Stopped => return,
+            }
+        }
+        tokio::select! {
+            changed = state.changed() => if changed.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 

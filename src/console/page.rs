@@ -16,6 +16,8 @@ const SCRIPT: &str = include_str!("console.js");
 /// Where the event socket stands, for the status section.
 #[derive(Debug, Clone, Default)]
 pub struct EslView {
+    /// The node's name (`default` for the single `[freeswitch]` section).
+    pub name: String,
     pub address: String,
     pub connected: bool,
     /// Unix ms of the current connection's start.
@@ -39,7 +41,8 @@ pub struct FilterView {
 pub struct View {
     pub version: &'static str,
     pub uptime_secs: u64,
-    pub esl: EslView,
+    /// One per FreeSWITCH node, in configuration order.
+    pub esl: Vec<EslView>,
     pub not_ready: Option<String>,
     pub storage: String,
     pub filter: FilterView,
@@ -120,23 +123,19 @@ pub fn sections(v: &View) -> String {
     out
 }
 
-fn status(out: &mut String, v: &View) {
-    let e = &v.esl;
+/// The rows of one node's connection; named when there are several.
+fn node_rows(out: &mut String, e: &EslView, named: bool) {
+    let label = if named {
+        format!("FreeSWITCH {}", escape(&e.name))
+    } else {
+        "FreeSWITCH".to_string()
+    };
     let _ = write!(
         out,
-        "<section id=\"status\"><h2>Status</h2><dl>\
-         <dt>Ready</dt><dd class=\"{}\">{}</dd>\
-         <dt>FreeSWITCH</dt><dd class=\"{}\">{} {}</dd>\
+        "<dt>{label}</dt><dd class=\"{}\">{} {}</dd>\
          <dt>Connected since</dt><dd>{}</dd>\
          <dt>Reconnects</dt><dd>{}</dd>\
-         <dt>Last connection error</dt><dd>{}</dd>\
-         <dt>Storage</dt><dd class=\"{}\">{} ({})</dd>\
-         <dt>Version</dt><dd>{}</dd><dt>Up for</dt><dd>{}</dd></dl></section>",
-        if v.not_ready.is_none() { "ok" } else { "bad" },
-        match &v.not_ready {
-            None => "ready".to_string(),
-            Some(r) => format!("not ready: {}", escape(r)),
-        },
+         <dt>Last connection error</dt><dd>{}</dd>",
         if e.connected { "ok" } else { "bad" },
         escape(&e.address),
         if e.connected {
@@ -153,6 +152,26 @@ fn status(out: &mut String, v: &View) {
                 time(*at),
                 escape(why)
             )),
+    );
+}
+
+fn status(out: &mut String, v: &View) {
+    let mut nodes = String::new();
+    for e in &v.esl {
+        node_rows(&mut nodes, e, v.esl.len() > 1);
+    }
+    let _ = write!(
+        out,
+        "<section id=\"status\"><h2>Status</h2><dl>\
+         <dt>Ready</dt><dd class=\"{}\">{}</dd>\
+         {nodes}\
+         <dt>Storage</dt><dd class=\"{}\">{} ({})</dd>\
+         <dt>Version</dt><dd>{}</dd><dt>Up for</dt><dd>{}</dd></dl></section>",
+        if v.not_ready.is_none() { "ok" } else { "bad" },
+        match &v.not_ready {
+            None => "ready".to_string(),
+            Some(r) => format!("not ready: {}", escape(r)),
+        },
         if v.not_ready
             .as_deref()
             .is_some_and(|r| r.contains("storage"))

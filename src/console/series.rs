@@ -41,7 +41,8 @@ pub struct Chart {
 /// What the sampler reads.
 #[derive(Clone)]
 pub struct Sources {
-    pub esl: Client,
+    /// Every node's event socket (events per second of all of them).
+    pub esl: Vec<Client>,
     pub http: Arc<HttpStats>,
     pub outbox: Arc<OutboxStats>,
 }
@@ -55,7 +56,11 @@ impl Sources {
             refused,
             delivered: self.outbox.delivered.load(Ordering::Relaxed),
             delivery_ms: self.outbox.delivery_ms_total.load(Ordering::Relaxed),
-            events: self.esl.stats().events_received.load(Ordering::Relaxed),
+            events: self
+                .esl
+                .iter()
+                .map(|c| c.stats().events_received.load(Ordering::Relaxed))
+                .sum(),
         }
     }
 }

@@ -168,6 +168,32 @@ async fn click2calls_reach_the_node_where_the_phone_is_registered() {
     assert_eq!(ready["nodes"][0]["name"], "a");
     assert_eq!(ready["nodes"][0]["connected"], true);
     assert_eq!(ready["nodes"][1]["connected"], false, "{ready}");
+    // The console lists each node with its own state.
+    let page = h
+        .http
+        .get(format!("{}/console/sections", h.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (a_addr, b_addr) = (
+        h.service().nodes.all()[0].address.clone(),
+        h.service().nodes.all()[1].address.clone(),
+    );
+    assert!(
+        page.contains(&format!(
+            "<dt>FreeSWITCH a</dt><dd class=\"ok\">{a_addr} connected</dd>"
+        )),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(
+            "<dt>FreeSWITCH b</dt><dd class=\"bad\">{b_addr} not connected</dd>"
+        )),
+        "{page}"
+    );
     let metrics = h.metrics().await;
     assert!(
         metrics.contains("finaz_esl_connected{node=\"a\"} 1\n"),
