@@ -471,6 +471,19 @@ mod tests {
             errs.iter().any(|e| e.contains("freeswitch.nodes")),
             "{errs:?}"
         );
+        // A single-node leftover beside the nodes is refused, not ignored.
+        let errs = load(&format!("address = \"10.9.9.9:8021\"\n{}", node("fs1", "")))
+            .unwrap_err()
+            .0;
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("freeswitch.address is set (in ") && e.contains("remove it")),
+            "{errs:?}"
+        );
+        assert!(
+            !errs.iter().any(|e| e.contains("freeswitch.password")),
+            "{errs:?}"
+        );
     }
 
     #[test]

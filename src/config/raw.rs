@@ -214,6 +214,30 @@ fn section<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// With `[[freeswitch.nodes]]`, `freeswitch.address` and `freeswitch.password` are not used:
+/// one set in the file or the environment (a leftover of a single-node setup) is an error,
+/// not silently ignored.
+fn unused_with_nodes(f: &Figment, fs: &RawFreeswitch, errors: &mut Vec<String>) {
+    if fs.nodes.is_empty() {
+        return;
+    }
+    for key in ["address", "password"] {
+        let Some(md) = f.find_metadata(&format!("freeswitch.{key}")) else {
+            continue;
+        };
+        let from = match md.source.as_ref().and_then(|s| s.file_path()) {
+            Some(path) => format!("in {}", path.display()),
+            None if md.name.contains("environment") => {
+                format!("as FINAZ_FREESWITCH__{}", key.to_uppercase())
+            }
+            None => continue,
+        };
+        errors.push(format!(
+            "freeswitch.{key} is set ({from}) but [[freeswitch.nodes]] are configured, each with its own {key}: remove it"
+        ));
+    }
+}
+
 /// One problem of section `section`, naming its key as the user wrote it
 /// (`freeswitch.address`) and where the value came from.
 fn describe(section: &str, e: &figment::Error) -> String {
@@ -265,6 +289,9 @@ impl RawConfig {
         let finaz = section(f, "finaz", &mut errors);
         let storage = section(f, "storage", &mut errors);
         let log = section(f, "log", &mut errors);
+        if let Some(fs) = &freeswitch {
+            unused_with_nodes(f, fs, &mut errors);
+        }
         match (
             http, admin, freeswitch, recordings, dialer, finaz, storage, log,
         ) {

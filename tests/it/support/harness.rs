@@ -184,7 +184,7 @@ fn config_text(fs: &StandIn, dir: &tempfile::TempDir, extra: &Extra) -> String {
     format!(
         "[http]\n{}\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n{}\n\
-         [freeswitch]\naddress = \"{}\"\nreconnect_max_backoff = \"200ms\"\n{}\n\
+         [freeswitch]\n{}reconnect_max_backoff = \"200ms\"\n{}\n\
          [recordings]\ndir = \"{}\"\n{}\n\
          [dialer]\nlisten = \"127.0.0.1:0\"\n{}\n\
          [finaz]\n{}\n\
@@ -192,7 +192,12 @@ fn config_text(fs: &StandIn, dir: &tempfile::TempDir, extra: &Extra) -> String {
          [log]\n{}\n",
         http,
         extra.admin,
-        fs.addr(),
+        // With `[[freeswitch.nodes]]` each node has its own address.
+        if extra.freeswitch.contains("[[freeswitch.nodes]]") {
+            String::new()
+        } else {
+            format!("address = \"{}\"\n", fs.addr())
+        },
         extra.freeswitch,
         dir.path().join("rec").display(),
         extra.recordings,
