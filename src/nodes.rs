@@ -201,10 +201,8 @@ impl Nodes {
     /// under the node's `recordings_dir` when the path is under `recordings.dir`.
     pub fn local_path(&self, node: &Node, path: &Path) -> PathBuf {
         match path.strip_prefix(&self.inner.switch_dir) {
-            Ok(rest) if node.recordings_dir != self.inner.switch_dir => {
-                node.recordings_dir.join(rest)
-            }
-            _ => path.to_path_buf(),
+            Ok(rest) => node.recordings_dir.join(rest),
+            Err(_) => path.to_path_buf(),
         }
     }
 

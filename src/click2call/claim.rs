@@ -16,13 +16,13 @@ use tokio::sync::watch;
 use super::dedupe::Outcome;
 use super::{Click2CallError, Placed, Request};
 use crate::domain::values::CallId;
-use crate::storage::{Backend, ClaimOutcome, ClaimRequest, Claimed, Storage};
+use crate::storage::{Backend, ClaimOutcome, ClaimRequest, Storage};
 
 /// How often a click joined to another replica's attempt reads its outcome.
 const POLL: Duration = Duration::from_millis(20);
 
 /// Whether `req` is claimed in the database: always on PostgreSQL (replicas share it), on
-/// SQLite when it carries an `Idempotency-Key`. A claim that is not shared has owner 0.
+/// SQLite when it carries an `Idempotency-Key`.
 pub(super) fn shared(storage: &Storage, req: &Request) -> bool {
     storage.backend() == Backend::Postgres || req.idempotency_key.is_some()
 }
@@ -113,17 +113,6 @@ pub(super) async fn follow(storage: &Storage, owner: i64, patience: Duration) ->
         }
         tokio::time::sleep(POLL).await;
     }
-}
-
-/// Claims the click in storage: whether to place it, join `owner`, or refuse.
-pub(super) async fn claim(
-    storage: &Storage,
-    req: ClaimRequest,
-) -> Result<Claimed, Click2CallError> {
-    storage
-        .claim_click2call(req)
-        .await
-        .map_err(|e| Click2CallError::Storage(e.to_string()))
 }
 
 #[cfg(test)]

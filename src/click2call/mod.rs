@@ -215,59 +215,64 @@ async fn start(
     joined: tokio::sync::oneshot::Sender<bool>,
 ) {
     let s = &inner.settings;
-    let claimed = if claim::shared(&inner.storage, &req) {
+    // Claimed in the database (several replicas, or a key to outlive a restart), or decided
+    // by this process's memory alone. `joined` is told only of a join (dropped: not one).
+    if claim::shared(&inner.storage, &req) {
         let request = claim::request(&req, s.double_click_window, s.idempotency_window);
-        claim::claim(&inner.storage, request).await
-    } else {
-        // One process on SQLite: this process's memory (`dedupe`) already decided.
-        Ok(Claimed::Own { owner: 0 })
-    };
-    let _ = joined.send(matches!(claimed, Ok(Claimed::Join { .. })));
-    match claimed {
-        Err(e) => {
-            let _ = tx.send(Some(Err(e)));
-        }
-        Ok(Claimed::KeyReused) => {
-            let _ = tx.send(Some(Err(Click2CallError::KeyReused)));
-        }
-        Ok(Claimed::Join { owner }) => {
-            let patience = s.response_timeout + Duration::from_secs(1);
-            let _ = tx.send(claim::follow(&inner.storage, owner, patience).await);
-        }
-        Ok(Claimed::Own { owner }) => {
-            if owner != 0 {
+        match inner.storage.claim_click2call(request).await {
+            Ok(Claimed::Own { owner }) => {
                 tokio::spawn(claim::settle(inner.storage.clone(), owner, tx.subscribe()));
             }
-            let node = match inner.nodes.route(&req.ramal).await {
-                Ok(node) if node.esl.is_connected() => (node.name.clone(), node.esl.clone()),
-                Ok(_) => {
-                    let _ = tx.send(Some(Err(Click2CallError::NotConnected)));
-                    return;
-                }
-                Err(RouteError::NodeDown(name)) => {
-                    tracing::warn!(node = %name, ramal = %req.ramal.as_str(), "click2call refused: the extension's node is down");
-                    let _ = tx.send(Some(Err(Click2CallError::NotConnected)));
-                    return;
-                }
-                Err(RouteError::NotRegistered) => {
-                    let _ = tx.send(Some(Err(Click2CallError::NotRegistered {
-                        cause: "USER_NOT_REGISTERED".into(),
-                    })));
-                    return;
-                }
-            };
-            let mut outcome = tx.subscribe();
-            task::run(inner.clone(), node, req.clone(), tx).await;
-            // A phone that moved without telling us: ask again next time.
-            if let Some(Some(Err(Click2CallError::NotRegistered { .. }))) = outcome
-                .wait_for(Option::is_some)
-                .await
-                .ok()
-                .map(|o| o.clone())
-            {
-                inner.nodes.forget(&req.ramal);
+            Ok(Claimed::Join { owner }) => {
+                let _ = joined.send(true);
+                let patience = s.response_timeout + Duration::from_secs(1);
+                let _ = tx.send(claim::follow(&inner.storage, owner, patience).await);
+                return;
+            }
+            Ok(Claimed::KeyReused) => {
+                let _ = tx.send(Some(Err(Click2CallError::KeyReused)));
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Some(Err(Click2CallError::Storage(e.to_string()))));
+                return;
             }
         }
+    }
+    drop(joined);
+    place_on_its_node(inner, req, tx).await;
+}
+
+/// Routes the call to the node of its extension and follows it there.
+async fn place_on_its_node(inner: Arc<Inner>, req: Request, tx: watch::Sender<Outcome>) {
+    let node = match inner.nodes.route(&req.ramal).await {
+        Ok(node) if node.esl.is_connected() => (node.name.clone(), node.esl.clone()),
+        Ok(_) => {
+            let _ = tx.send(Some(Err(Click2CallError::NotConnected)));
+            return;
+        }
+        Err(RouteError::NodeDown(name)) => {
+            tracing::warn!(node = %name, ramal = %req.ramal.as_str(), "click2call refused: the extension's node is down");
+            let _ = tx.send(Some(Err(Click2CallError::NotConnected)));
+            return;
+        }
+        Err(RouteError::NotRegistered) => {
+            let _ = tx.send(Some(Err(Click2CallError::NotRegistered {
+                cause: "USER_NOT_REGISTERED".into(),
+            })));
+            return;
+        }
+    };
+    let mut outcome = tx.subscribe();
+    task::run(inner.clone(), node, req.clone(), tx).await;
+    // A phone that moved without telling us: ask again next time.
+    if let Some(Some(Err(Click2CallError::NotRegistered { .. }))) = outcome
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .map(|o| o.clone())
+    {
+        inner.nodes.forget(&req.ramal);
     }
 }
 
