@@ -31,6 +31,9 @@ type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
 /// What an operation left: whether it succeeded (its savepoint is kept), and its answer.
 pub(super) struct Ran {
     pub(super) ok: bool,
+    /// It failed because the connection is gone (the server restarted, the network broke):
+    /// every connection of the same server is suspect.
+    pub(super) broken: bool,
     pub(super) answer: Answer,
 }
 
@@ -98,6 +101,19 @@ fn closed() -> StorageError {
     StorageError::Write("storage is closed".into())
 }
 
+/// Whether `e` says the connection itself is unusable: I/O or protocol failures, or
+/// PostgreSQL's connection-exception (08) and operator-intervention (57, e.g. "terminating
+/// connection due to administrator command") classes.
+pub(super) fn is_disconnect(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+        _ => false,
+    }
+}
+
 /// The operation was queued but never ran: storage closed, or its batch failed first.
 fn abandoned() -> StorageError {
     StorageError::Write("storage write abandoned (storage closed or its batch failed)".into())
@@ -119,8 +135,9 @@ impl Executor {
             Backend::Postgres => {
                 let workers = super::concurrent::WORKERS;
                 let (ctx, crx) = mpsc::channel(QUEUE);
-                tokio::spawn(super::concurrent::ordered(pool.clone(), rx));
-                super::concurrent::spawn_workers(pool, crx, workers);
+                let epoch = super::concurrent::Epoch::default();
+                tokio::spawn(super::concurrent::ordered(pool.clone(), epoch.clone(), rx));
+                super::concurrent::spawn_workers(pool, epoch, crx, workers);
                 Executor {
                     tx,
                     concurrent: Some((ctx, workers)),
@@ -174,6 +191,7 @@ impl Executor {
             Box::pin(async move {
                 let result = f(conn).await;
                 let ok = result.is_ok();
+                let broken = result.as_ref().err().is_some_and(is_disconnect);
                 let answer: Answer = Box::new(move |commit_failed| {
                     let reply = match (commit_failed, result) {
                         (Some(e), _) => Err(StorageError::Write(e.to_string())),
@@ -187,7 +205,7 @@ impl Executor {
                     };
                     let _ = done.send(reply);
                 });
-                Ran { ok, answer }
+                Ran { ok, broken, answer }
             })
         });
         let job = Job {
