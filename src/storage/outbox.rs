@@ -323,9 +323,10 @@ const LEASE_SQLITE: &str = concat!(
     entry_columns!()
 );
 
-/// A locking CTE runs once (an `IN (... LIMIT ... FOR UPDATE)` subquery may be re-run by
-/// the plan and lease more than `limit`: seen in this crate's test), and `FOR UPDATE`
-/// re-checks a row another replica leased meanwhile, which is then no longer due.
+/// A locking CTE runs once: the `IN (... LIMIT ... FOR UPDATE SKIP LOCKED)` form, given a
+/// second condition beside it, leased 2 entries for a limit of 1 in this crate's storage test
+/// (the plan re-ran the subquery). `FOR UPDATE` re-checks a row another replica leased
+/// meanwhile, which is then no longer due.
 const LEASE_POSTGRES: &str = concat!(
     "WITH due AS (SELECT id AS due_id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1
                    ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
