@@ -652,7 +652,7 @@ async fn sigterm_lets_a_send_in_flight_finish() {
 
 /// The real binary on `config`, answering on its admin port.
 async fn start_binary(config: &std::path::Path, admin: u16) -> Running {
-    let service = Running::spawn(&[], config, &[]);
+    let mut service = Running::spawn(&[], config, &[]);
     service
         .wait_answering(&format!("http://127.0.0.1:{admin}/healthz"))
         .await;

@@ -63,7 +63,7 @@ async fn replica(
         ),
     )
     .unwrap();
-    let process = Running::spawn(&[], &config, &[]);
+    let mut process = Running::spawn(&[], &config, &[]);
     process.wait_ready(admin).await;
     Replica {
         process,

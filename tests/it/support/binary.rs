@@ -10,13 +10,26 @@ use tokio::process::{Child, Command};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_finaz-freeswitch");
 
-/// A free TCP port on 127.0.0.1 (for configs the binary binds itself).
+/// A free TCP port on 127.0.0.1 (for configs the binary binds itself), never handed out twice
+/// by this process. Chosen below the kernel's ephemeral range (32768-60999 here): a port
+/// from `bind(":0")` was free again the moment it was dropped, and the many listeners the
+/// tests bind on port 0 could take it before the binary did (a binary that could not bind
+/// its port never answered, and the test timed out after 10 s).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let port = fastrand::u16(20_000..32_000);
+        let mut given = GIVEN.lock().unwrap();
+        if given.get_or_insert_with(HashSet::new).contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.as_mut().unwrap().insert(port);
+            return port;
+        }
+    }
 }
 
 pub struct Running {
@@ -58,26 +71,36 @@ impl Running {
         Self::start(sh, args, config, env)
     }
 
+    /// Panics with the process's log if it has already exited (a port it could not bind, a
+    /// bad config), instead of waiting out a timeout.
+    async fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("the binary exited ({status}): {}", self.logs().await);
+        }
+    }
+
     /// Waits until the admin listener on `admin` says ready (200 on /readyz).
-    pub async fn wait_ready(&self, admin: u16) {
+    pub async fn wait_ready(&mut self, admin: u16) {
         let url = format!("http://127.0.0.1:{admin}/readyz");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if super::get(&url).await.is_ok_and(|r| r.status() == 200) {
                 return;
             }
+            self.assert_alive().await;
             assert!(Instant::now() < deadline, "{url} never said ready");
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
     }
 
     /// Waits until `url` answers at all (any status).
-    pub async fn wait_answering(&self, url: &str) -> reqwest::Response {
+    pub async fn wait_answering(&mut self, url: &str) -> reqwest::Response {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(r) = super::get(url).await {
                 return r;
             }
+            self.assert_alive().await;
             assert!(Instant::now() < deadline, "{url} never answered");
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
